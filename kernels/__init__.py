@@ -1,0 +1,1 @@
+"""Triton kernels of simvae_fast, installed as the subpackage simvae_fast.kernels."""

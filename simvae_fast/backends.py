@@ -1,0 +1,106 @@
+"""Which backends are usable here, and which one a call runs on.
+
+Backends: "reference" (pure PyTorch, always usable), "cpu" (the C++ extension, CPU tensors),
+"triton" (GPU tensors, or CPU tensors under TRITON_INTERPRET=1), "cuda" (the extension's CUDA kernels).
+backend="auto" takes SIMVAE_FAST_BACKEND when set, else the fastest usable backend for the tensors'
+device; when it has to fall back to the reference it warns once per device.
+"""
+import functools
+import importlib.util
+import os
+import warnings
+from typing import NamedTuple
+
+import torch
+
+BACKENDS = ("reference", "cpu", "triton", "cuda")
+ENV_VAR = "SIMVAE_FAST_BACKEND"
+# Preference order of "auto" per device type (fastest first).
+AUTO_ORDER = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}
+
+
+class Availability(NamedTuple):
+    usable: bool
+    reason: str
+
+
+def _extension():
+    from simvae_fast import _C
+
+    return _C
+
+
+@functools.cache
+def _availability(name):
+    if name == "reference":
+        return Availability(True, "pure PyTorch")
+    if name in ("cpu", "cuda"):
+        try:
+            ext = _extension()
+        except ImportError as err:
+            return Availability(False, f"C++ extension simvae_fast._C not importable ({err})")
+        if name == "cpu":
+            return Availability(True, "C++ extension loaded")
+        if not ext.WITH_CUDA:
+            return Availability(False, "extension built without CUDA")
+        if not torch.cuda.is_available():
+            return Availability(False, "no CUDA device")
+        return Availability(True, "extension built with CUDA")
+    if importlib.util.find_spec("triton") is None:
+        return Availability(False, "triton is not installed")
+    if torch.cuda.is_available():
+        return Availability(True, "GPU present")
+    if interpreting():
+        return Availability(True, "TRITON_INTERPRET=1 (CPU tensors, slow: for tests)")
+    return Availability(False, "no GPU, and TRITON_INTERPRET is not 1")
+
+
+def interpreting():
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def backends():
+    """{name: Availability(usable, reason)} for every backend."""
+    return {name: _availability(name) for name in BACKENDS}
+
+
+def _serves(name, device):
+    """Whether backend `name` runs on tensors of `device`."""
+    if name == "reference":
+        return True
+    if name == "cpu":
+        return device.type == "cpu"
+    if name == "cuda":
+        return device.type == "cuda"
+    return device.type == "cuda" or (device.type == "cpu" and interpreting())
+
+
+@functools.cache
+def _warn_fallback(device_type):
+    warnings.warn(
+        f"simvae_fast: no fused backend is usable for {device_type} tensors "
+        f"({'; '.join(f'{n}: {a.reason}' for n, a in backends().items() if not a.usable)}); "
+        "running the pure-PyTorch reference",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def resolve_backend(backend, device):
+    """The backend a call on tensors of `device` runs on; a clear error if the one asked for can't."""
+    if backend == "auto":
+        backend = os.environ.get(ENV_VAR, "auto") or "auto"
+    if backend == "auto":
+        for name in AUTO_ORDER.get(device.type, ()):
+            if _availability(name).usable:
+                return name
+        _warn_fallback(device.type)
+        return "reference"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected 'auto' or one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    availability = _availability(backend)
+    if not availability.usable:
+        raise RuntimeError(f"backend: {backend!r} is not usable here: {availability.reason}")
+    if not _serves(backend, device):
+        raise ValueError(f"backend: {backend!r} does not run on {device.type} tensors")
+    return backend
