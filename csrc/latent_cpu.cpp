@@ -1,0 +1,415 @@
+// Fused latent op on the CPU: reparameterised sample, entropy and grouped-view prior (math doc §2-3),
+// forward and backward, and the schemas of the ops simvae_fast::latent_forward / latent_backward.
+//
+// Layout: mu, logvar, eps, z are contiguous [G, J, D]; element (g, j, d) is at i = (g·J + j)·D + d.
+// Noise: eps given, or ε_i = tl.randn(seed, offset + i) made here (philox.h + Box-Muller below), never stored.
+// Work: groups are split over threads (at::parallel_for, OpenMP); a group is swept in chunks of kChunk
+// dims, and a chunk's J·kChunk values of z (and std·ε) stay in a per-thread scratch in L1, so μ, logvar
+// (and ε) are read once from memory per direction and no G·J·D temporary exists. Inner loops are plain
+// loops over arrays (vectorised by gcc: the Philox rounds, the exp/log/cos below are branch-free);
+// target_clones compiles an AVX2+FMA copy chosen at load time next to the baseline one.
+//
+// Forward per group (math doc §2-3; coefficients in latent_prior.h):
+//   z_j = μ_j + exp(½ logvar_j) ⊙ ε_j
+//   grouped priors: z̄ = (1/J) Σ_j z_j, S_w = Σ_j ‖z_j − z̄‖² (two passes over the chunk: stable), M = ‖z̄‖²,
+//                   log p = const − within·S_w − mean·M
+//   standard:       log p = const − within·Σ_j ‖z_j‖²
+//   H = entropy_const + ½ Σ logvar
+// Backward per group, a = ∂L/∂log p_g, b = ∂L/∂H_g, recomputing z and t = std ⊙ ε exactly as the forward:
+//   ∂log p/∂z_j = −2·within·(z_j − z̄) − (2·mean/J)·z̄   (grouped),   −2·within·z_j   (standard)
+//   dz_total = dz + a·∂log p/∂z;  dμ = dz_total;  dlogvar = dz_total ⊙ ε ⊙ ½ exp(½ logvar) + ½ b
+//                                                          = ½ · dz_total ⊙ t + ½ b
+// ε is regenerated (or re-read) in the backward rather than recovered from the saved z as (z − μ): with
+// a bf16 z, z − μ carries an absolute error ≈ 2⁻⁹|z|, which relative to std·ε is large whenever std ≪ |μ|
+// (trained encoders: std ≈ 0.1, |μ| ≈ 1 gives ≈ 2% error in the noise part of dlogvar); the regenerated
+// t is the forward's own fp32 value, so the gradient is exact for the computed forward.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "latent_prior.h"
+#include "philox.h"
+
+// Helpers are always_inline: gcc does not inline a plain function into a target_clones copy of another
+// architecture, and a call in a loop stops its vectorisation.
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define SIMVAE_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SIMVAE_SIMD_CLONES
+#endif
+#define SIMVAE_INLINE inline __attribute__((always_inline))
+
+namespace simvae {
+namespace {
+
+constexpr int64_t kChunk = 64;  // dims per step of a group sweep
+
+SIMVAE_INLINE float bits_to_float(int32_t bits) {
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
+SIMVAE_INLINE int32_t float_to_bits(float value) {
+  int32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
+}
+
+// condition ? a : b by bit masks: gcc (with -ftrapping-math, its default) does not turn a branch between
+// two computed floats into a vector blend, and a branch stops vectorisation.
+SIMVAE_INLINE float select(bool condition, float a, float b) {
+  const int32_t mask = -static_cast<int32_t>(condition);
+  return bits_to_float((float_to_bits(a) & mask) | (float_to_bits(b) & ~mask));
+}
+
+// exp(x) in float, branch-free (Cephes expf): x = n·ln2 + r, n = round(x·log2 e) by the 1.5·2²³ shift
+// (the integer lands in the low mantissa bits, read back as int), r reduced with ln2 split in two parts
+// (exact products), exp(r) = 1 + r + r²·P(r) on |r| ≤ ln2/2, and 2ⁿ as two power-of-two factors so that
+// results from denormal (x ≥ −104 after clamping) to +inf (x > 88.72) come out right. NaN propagates.
+SIMVAE_INLINE float exp_f(float x) {
+  const float clamped = select(x < -104.0f, -104.0f, select(x > 89.0f, 89.0f, x));
+  const float shifter = 12582912.0f;  // 1.5 · 2^23
+  const float shifted = clamped * 1.44269504088896341f + shifter;
+  const float n = shifted - shifter;
+  const int32_t n_int = float_to_bits(shifted) - float_to_bits(shifter);
+  float r = clamped - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float exp_r = p * r * r + r + 1.0f;
+  const int32_t half = n_int / 2;
+  return exp_r * bits_to_float((half + 127) << 23) * bits_to_float((n_int - half + 127) << 23);
+}
+
+// log(x) in float for normal positive x (Cephes logf): x = m·2^e with m ∈ [√½, √2), log x = e·ln2 + log m,
+// log(1 + f) = f − f²/2 + f³·P(f), ln2 split in two parts.
+SIMVAE_INLINE float log_f(float x) {
+  const int32_t bits = float_to_bits(x);
+  const int32_t exponent = ((bits >> 23) & 0xff) - 126;  // x = m · 2^exponent, m ∈ [0.5, 1)
+  const float m = bits_to_float((bits & 0x007fffff) | 0x3f000000);
+  const bool below = m < 0.707106781186547524f;
+  const float e = static_cast<float>(exponent - static_cast<int32_t>(below));
+  const float f = select(below, m + m - 1.0f, m - 1.0f);
+  const float f2 = f * f;
+  float y = 7.0376836292e-2f;
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * f2;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * f2;
+  return f + y + 0.693359375f * e;
+}
+
+// cos(x) in float for 0 ≤ x < 2^16 (Cephes cosf): octant k = x·4/π rounded up to even, x − k·π/4 with π/4
+// split in three parts (exact products), then ±cos or ±sin polynomial on [−π/4, π/4], chosen by selects.
+SIMVAE_INLINE float cos_f(float x) {
+  int32_t k = static_cast<int32_t>(x * 1.27323954473516f);
+  k = (k + 1) & ~1;
+  const float kf = static_cast<float>(k);
+  const float r = ((x - kf * 0.78515625f) - kf * 2.4187564849853515625e-4f) - kf * 3.77489497744594108e-8f;
+  const float r2 = r * r;
+  const float cos_r = ((2.443315711809948e-5f * r2 - 1.388731625493765e-3f) * r2 + 4.166664568298827e-2f) * r2 * r2 -
+                      0.5f * r2 + 1.0f;
+  const float sin_r = ((-1.9515295891e-4f * r2 + 8.3321608736e-3f) * r2 - 1.6666654611e-1f) * r2 * r + r;
+  const int32_t octant = k & 7;  // 0, 2, 4, 6: cos r, −sin r, −cos r, sin r
+  const float value = select((octant & 2) != 0, sin_r, cos_r);
+  return select(octant == 2 || octant == 4, -value, value);
+}
+
+// sqrt(a) for a > 0, correctly rounded (checked on 4M values against std::sqrt), written out because
+// std::sqrt sets errno (the build has no -fno-math-errno) and its errno branch stops vectorisation:
+// y ≈ 1/√a from a bit-trick guess (≈3.5% off) and three division-free Newton steps y(3 − a·y²)/2,
+// s = a·y (≈1 ulp), then one residual correction s + (a − s²)·y/2 with an exact fma residual.
+SIMVAE_INLINE float sqrt_f(float a) {
+  float y = bits_to_float(0x5f3759df - (float_to_bits(a) >> 1));
+  y = y * (1.5f - 0.5f * a * y * y);
+  y = y * (1.5f - 0.5f * a * y * y);
+  y = y * (1.5f - 0.5f * a * y * y);
+  const float s = a * y;
+  return s + std::fma(-s, s, a) * (0.5f * y);
+}
+
+// out[i] = tl.randn(seed, counter0 + i) for i < n (Box-Muller on the first two Philox outputs).
+SIMVAE_INLINE void philox_normals(uint64_t seed, uint64_t counter0, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits0, bits1;
+    philox_first_two(seed, counter0 + static_cast<uint64_t>(i), bits0, bits1);
+    const float u1 = uint32_to_uniform(bits0), u2 = uint32_to_uniform(bits1);
+    const float radius = sqrt_f(-2.0f * log_f(select(u1 < kMinUniform, kMinUniform, u1)));
+    out[i] = radius * cos_f(kTwoPiF * u2);
+  }
+}
+
+SIMVAE_INLINE float exp_acc(float x) { return exp_f(x); }
+SIMVAE_INLINE double exp_acc(double x) { return std::exp(x); }
+
+template <typename acc_t>
+struct Problem {
+  int64_t views, dims;
+  bool eps_given;
+  uint64_t seed, offset;
+  acc_t within, mean;  // log p = const − within·S_w − mean·M (latent_prior.h)
+  bool grouped;
+};
+
+// Noise of row segment starting at element `first` (n values) into eps_out, in acc_t.
+template <typename scalar_t, typename acc_t>
+SIMVAE_INLINE void load_noise(const Problem<acc_t>& p, const scalar_t* eps, int64_t first, int64_t n, float* normals,
+                       acc_t* eps_out) {
+  if (p.eps_given) {
+    for (int64_t i = 0; i < n; ++i) eps_out[i] = static_cast<acc_t>(eps[first + i]);
+  } else {
+    philox_normals(p.seed, p.offset + static_cast<uint64_t>(first), n, normals);
+    for (int64_t i = 0; i < n; ++i) eps_out[i] = static_cast<acc_t>(normals[i]);
+  }
+}
+
+// Recompute t = std·ε and z = μ + t of views 0..J−1 at dims [d0, d0 + n) of the group starting at `base`
+// into scratch rows t[j·kChunk + i], z[j·kChunk + i]; returns Σ logvar over the chunk.
+template <typename scalar_t, typename acc_t>
+SIMVAE_INLINE acc_t sample_chunk(const Problem<acc_t>& p, const scalar_t* mu, const scalar_t* logvar, const scalar_t* eps,
+                          int64_t base, int64_t d0, int64_t n, float* normals, acc_t* t, acc_t* z) {
+  acc_t logvar_sum = 0;
+  for (int64_t j = 0; j < p.views; ++j) {
+    const int64_t first = base + j * p.dims + d0;
+    acc_t* t_row = t + j * kChunk;
+    acc_t* z_row = z + j * kChunk;
+    load_noise(p, eps, first, n, normals, t_row);
+#pragma omp simd reduction(+ : logvar_sum)
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t lv = static_cast<acc_t>(logvar[first + i]);
+      t_row[i] = exp_acc(acc_t(0.5) * lv) * t_row[i];
+      z_row[i] = static_cast<acc_t>(mu[first + i]) + t_row[i];
+      logvar_sum += lv;
+    }
+  }
+  return logvar_sum;
+}
+
+// z̄ of the chunk's views into zbar[0..n).
+template <typename acc_t>
+SIMVAE_INLINE void chunk_mean(int64_t views, int64_t n, const acc_t* z, acc_t* zbar) {
+  for (int64_t i = 0; i < n; ++i) zbar[i] = 0;
+  for (int64_t j = 0; j < views; ++j)
+    for (int64_t i = 0; i < n; ++i) zbar[i] += z[j * kChunk + i];
+  const acc_t count = static_cast<acc_t>(views);
+  for (int64_t i = 0; i < n; ++i) zbar[i] /= count;
+}
+
+template <typename scalar_t, typename acc_t>
+SIMVAE_SIMD_CLONES void forward_groups(const Problem<acc_t>& p, const scalar_t* mu, const scalar_t* logvar,
+                                       const scalar_t* eps, scalar_t* z_out, acc_t* log_prior, acc_t* entropy,
+                                       acc_t log_prior_const, acc_t entropy_const, int64_t g_begin, int64_t g_end) {
+  std::vector<acc_t> scratch(2 * p.views * kChunk + kChunk);
+  acc_t* t = scratch.data();
+  acc_t* z = t + p.views * kChunk;
+  acc_t* zbar = z + p.views * kChunk;
+  float normals[kChunk];
+  for (int64_t g = g_begin; g < g_end; ++g) {
+    const int64_t base = g * p.views * p.dims;
+    acc_t logvar_sum = 0, within_sum = 0, mean_sum = 0;
+    for (int64_t d0 = 0; d0 < p.dims; d0 += kChunk) {
+      const int64_t n = std::min(kChunk, p.dims - d0);
+      logvar_sum += sample_chunk(p, mu, logvar, eps, base, d0, n, normals, t, z);
+      for (int64_t j = 0; j < p.views; ++j) {
+        scalar_t* out = z_out + base + j * p.dims + d0;
+        for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(z[j * kChunk + i]);
+      }
+      if (!p.grouped) {
+        for (int64_t j = 0; j < p.views; ++j) {
+          const acc_t* z_row = z + j * kChunk;
+#pragma omp simd reduction(+ : within_sum)
+          for (int64_t i = 0; i < n; ++i) within_sum += z_row[i] * z_row[i];
+        }
+        continue;
+      }
+      chunk_mean(p.views, n, z, zbar);
+      for (int64_t j = 0; j < p.views; ++j) {
+        const acc_t* z_row = z + j * kChunk;
+#pragma omp simd reduction(+ : within_sum)
+        for (int64_t i = 0; i < n; ++i) within_sum += (z_row[i] - zbar[i]) * (z_row[i] - zbar[i]);
+      }
+#pragma omp simd reduction(+ : mean_sum)
+      for (int64_t i = 0; i < n; ++i) mean_sum += zbar[i] * zbar[i];
+    }
+    log_prior[g] = log_prior_const - p.within * within_sum - p.mean * mean_sum;
+    entropy[g] = entropy_const + acc_t(0.5) * logvar_sum;
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+SIMVAE_SIMD_CLONES void backward_groups(const Problem<acc_t>& p, const scalar_t* grad_z, const acc_t* grad_log_prior,
+                                        const acc_t* grad_entropy, const scalar_t* mu, const scalar_t* logvar,
+                                        const scalar_t* eps, scalar_t* grad_mu, scalar_t* grad_logvar,
+                                        int64_t g_begin, int64_t g_end) {
+  std::vector<acc_t> scratch(2 * p.views * kChunk + kChunk);
+  acc_t* t = scratch.data();
+  acc_t* z = t + p.views * kChunk;
+  acc_t* zbar = z + p.views * kChunk;
+  float normals[kChunk];
+  for (int64_t g = g_begin; g < g_end; ++g) {
+    const int64_t base = g * p.views * p.dims;
+    const acc_t a = grad_log_prior[g], half_b = acc_t(0.5) * grad_entropy[g];
+    // a·∂log p/∂z_j = −a_dev·(z_j − z̄) − a_mean·z̄   (a_dev = 2·within·a, a_mean = 2·mean·a/J)
+    const acc_t a_dev = acc_t(2) * p.within * a, a_mean = acc_t(2) * p.mean * a / static_cast<acc_t>(p.views);
+    for (int64_t d0 = 0; d0 < p.dims; d0 += kChunk) {
+      const int64_t n = std::min(kChunk, p.dims - d0);
+      sample_chunk(p, mu, logvar, eps, base, d0, n, normals, t, z);
+      if (p.grouped) {
+        chunk_mean(p.views, n, z, zbar);
+      } else {
+        for (int64_t i = 0; i < n; ++i) zbar[i] = 0;  // standard: a_mean = 0, gradient −a_dev·z_j
+      }
+      for (int64_t j = 0; j < p.views; ++j) {
+        const int64_t first = base + j * p.dims + d0;
+        const acc_t* t_row = t + j * kChunk;
+        const acc_t* z_row = z + j * kChunk;
+        for (int64_t i = 0; i < n; ++i) {
+          const acc_t total =
+              static_cast<acc_t>(grad_z[first + i]) - a_dev * (z_row[i] - zbar[i]) - a_mean * zbar[i];
+          grad_mu[first + i] = static_cast<scalar_t>(total);
+          grad_logvar[first + i] = static_cast<scalar_t>(acc_t(0.5) * total * t_row[i] + half_b);
+        }
+      }
+    }
+  }
+}
+
+struct Checked {
+  Prior prior;
+  LatentCoefficients coefficients;
+};
+
+Checked check_inputs(const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
+                     double sigma2, c10::string_view prior_name) {
+  TORCH_CHECK(mu.dim() == 3, "mu: expected a 3-D tensor [G, J, D], got ", mu.sizes());
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"logvar", &logvar},
+                                {"eps", eps.has_value() ? &*eps : nullptr}}) {
+    if (t == nullptr) continue;
+    TORCH_CHECK(t->sizes() == mu.sizes(), name, ": expected shape ", mu.sizes(), " like mu, got ", t->sizes());
+    TORCH_CHECK(t->scalar_type() == mu.scalar_type(), name, ": expected dtype ", mu.scalar_type(),
+                " like mu, got ", t->scalar_type());
+    TORCH_CHECK(t->device() == mu.device(), name, ": expected device ", mu.device(), " like mu, got ", t->device());
+  }
+  const Prior prior = parse_prior(prior_name.data(), prior_name.size());
+  TORCH_CHECK(prior != Prior::kUnknown, "prior: expected 'gaussian', 'flat', 'official' or 'standard', got '",
+              std::string(prior_name.data(), prior_name.size()), "'");
+  TORCH_CHECK(sigma2 > 0.0 && std::isfinite(sigma2), "sigma2: expected a positive finite value, got ", sigma2);
+  const int64_t views = mu.size(1), dims = mu.size(2);
+  TORCH_CHECK(prior == Prior::kStandard || views >= 2, "prior: a grouped prior needs J >= 2 views, got J = ", views);
+  return {prior, latent_coefficients(prior, sigma2, views, dims)};
+}
+
+template <typename acc_t>
+Problem<acc_t> make_problem(const at::Tensor& mu, bool eps_given, int64_t seed, int64_t offset,
+                            const LatentCoefficients& c) {
+  return {mu.size(1),
+          mu.size(2),
+          eps_given,
+          static_cast<uint64_t>(seed),
+          static_cast<uint64_t>(offset),
+          static_cast<acc_t>(c.within),
+          static_cast<acc_t>(c.mean),
+          c.grouped};
+}
+
+// Groups per parallel task: about 32k elements, so small calls stay on one thread.
+int64_t grain(const at::Tensor& mu) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, mu.size(1) * mu.size(2))); }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_forward_cpu(const at::Tensor& mu_in, const at::Tensor& logvar_in,
+                                                                  const std::optional<at::Tensor>& eps_in, int64_t seed,
+                                                                  int64_t offset, double sigma2,
+                                                                  c10::string_view prior_name) {
+  const Checked checked = check_inputs(mu_in, logvar_in, eps_in, sigma2, prior_name);
+  const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
+  const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
+  const auto acc_type = mu.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor z = at::empty_like(mu);
+  at::Tensor log_prior = at::empty({mu.size(0)}, mu.options().dtype(acc_type));
+  at::Tensor entropy = at::empty({mu.size(0)}, mu.options().dtype(acc_type));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "latent_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const Problem<acc_t> p = make_problem<acc_t>(mu, eps.defined(), seed, offset, checked.coefficients);
+    const scalar_t* eps_ptr = eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, mu.size(0), grain(mu), [&](int64_t begin, int64_t end) {
+      forward_groups<scalar_t, acc_t>(p, mu.const_data_ptr<scalar_t>(), logvar.const_data_ptr<scalar_t>(), eps_ptr,
+                                      z.mutable_data_ptr<scalar_t>(), log_prior.mutable_data_ptr<acc_t>(),
+                                      entropy.mutable_data_ptr<acc_t>(),
+                                      static_cast<acc_t>(checked.coefficients.log_prior_const),
+                                      static_cast<acc_t>(checked.coefficients.entropy_const), begin, end);
+    });
+  });
+  return {z, log_prior, entropy};
+}
+
+std::tuple<at::Tensor, at::Tensor> latent_backward_cpu(const at::Tensor& grad_z_in, const at::Tensor& grad_log_prior_in,
+                                                       const at::Tensor& grad_entropy_in, const at::Tensor& mu_in,
+                                                       const at::Tensor& logvar_in,
+                                                       const std::optional<at::Tensor>& eps_in, int64_t seed,
+                                                       int64_t offset, double sigma2, c10::string_view prior_name) {
+  const Checked checked = check_inputs(mu_in, logvar_in, eps_in, sigma2, prior_name);
+  const auto acc_type = mu_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK(grad_z_in.sizes() == mu_in.sizes(), "grad_z: expected shape ", mu_in.sizes(), ", got ",
+              grad_z_in.sizes());
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"grad_log_prior", &grad_log_prior_in},
+                                {"grad_entropy", &grad_entropy_in}}) {
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == mu_in.size(0), name, ": expected shape [", mu_in.size(0), "], got ",
+                t->sizes());
+  }
+  const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
+  const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
+  const at::Tensor grad_z = grad_z_in.to(mu.scalar_type()).contiguous();
+  const at::Tensor grad_log_prior = grad_log_prior_in.to(acc_type).contiguous();
+  const at::Tensor grad_entropy = grad_entropy_in.to(acc_type).contiguous();
+  at::Tensor grad_mu = at::empty_like(mu), grad_logvar = at::empty_like(mu);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "latent_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const Problem<acc_t> p = make_problem<acc_t>(mu, eps.defined(), seed, offset, checked.coefficients);
+    const scalar_t* eps_ptr = eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, mu.size(0), grain(mu), [&](int64_t begin, int64_t end) {
+      backward_groups<scalar_t, acc_t>(p, grad_z.const_data_ptr<scalar_t>(), grad_log_prior.const_data_ptr<acc_t>(),
+                                       grad_entropy.const_data_ptr<acc_t>(), mu.const_data_ptr<scalar_t>(),
+                                       logvar.const_data_ptr<scalar_t>(), eps_ptr,
+                                       grad_mu.mutable_data_ptr<scalar_t>(), grad_logvar.mutable_data_ptr<scalar_t>(),
+                                       begin, end);
+    });
+  });
+  return {grad_mu, grad_logvar};
+}
+
+}  // namespace
+}  // namespace simvae
+
+TORCH_LIBRARY_FRAGMENT(simvae_fast, m) {
+  m.def(
+      "latent_forward(Tensor mu, Tensor logvar, Tensor? eps, int seed, int offset, float sigma2, str prior) "
+      "-> (Tensor z, Tensor log_prior, Tensor entropy)");
+  m.def(
+      "latent_backward(Tensor grad_z, Tensor grad_log_prior, Tensor grad_entropy, Tensor mu, Tensor logvar, "
+      "Tensor? eps, int seed, int offset, float sigma2, str prior) -> (Tensor grad_mu, Tensor grad_logvar)");
+}
+
+TORCH_LIBRARY_IMPL(simvae_fast, CPU, m) {
+  m.impl("latent_forward", &simvae::latent_forward_cpu);
+  m.impl("latent_backward", &simvae::latent_backward_cpu);
+}
