@@ -10,6 +10,7 @@ import torch
 from simvae_fast import reference
 from simvae_fast._checks import check_choice, check_positive, check_prior_views, check_same_latents
 from simvae_fast.backends import resolve_backend
+from simvae_fast.ops import latent as latent_ops
 
 
 class LatentOut(NamedTuple):
@@ -24,16 +25,21 @@ def accumulation_dtype(dtype):
 
 
 def _reference_latent(mu, logvar, eps, seed, offset, sigma2, prior):
-    acc = accumulation_dtype(mu.dtype)
+    acc, out_dtype = accumulation_dtype(mu.dtype), mu.dtype
     if eps is None:
         eps = reference.philox_randn(seed, offset, mu.shape, device=mu.device)
     mu, logvar, eps = mu.to(acc), logvar.to(acc), eps.to(acc)
     z = reference.reparameterize(mu, logvar, eps)
     log_prior = reference.grouped_prior_log_prob(z, sigma2=sigma2, prior=prior)
-    return z, log_prior, reference.gaussian_entropy(logvar)
+    return z.to(out_dtype), log_prior, reference.gaussian_entropy(logvar)
 
 
-IMPLEMENTATIONS = {"reference": _reference_latent}
+IMPLEMENTATIONS = {
+    "reference": _reference_latent,
+    "cpu": latent_ops.latent_extension,
+    "cuda": latent_ops.latent_extension,
+    "triton": latent_ops.latent_triton,
+}
 
 
 def draw_seed():

@@ -1,0 +1,110 @@
+"""Custom ops of the fused latent op, with fake (meta) kernels and autograd.
+
+simvae_fast::latent_forward / latent_backward: the C++ extension's ops (CPU kernels in csrc/latent_cpu.cpp,
+CUDA kernels in csrc/cuda/); simvae_fast::latent_triton_forward / latent_triton_backward: the Triton
+launchers of simvae_fast.kernels.latent wrapped with torch.library.custom_op. Both pairs take
+(mu, logvar, eps or None, seed, offset, sigma2, prior) and return (z, log_prior, entropy).
+
+Backward: neither stores ε. It saves μ and logvar (and eps when given, which the caller holds anyway) and
+recomputes z and std·ε in fp32 from them, regenerating ε from (seed, offset) — the exact fp32 values of the
+forward. The alternative, std·ε = z − μ from the saved z, loses precision in bf16: z is rounded to 8 bits,
+so the noise part of dlogvar gets a relative error ≈ 2⁻⁹·|z| / |std·ε|, ≈ 2 % or more for a trained
+encoder's std ≈ 0.1 and |μ| ≈ 1 (see test_backward_bf16_beats_saved_z in tests/test_latent.py).
+"""
+from typing import Optional
+
+import torch
+
+from simvae_fast.backends import backends
+
+_EXTENSION_USABLE = backends()["cpu"].usable  # the C++ extension imported (it defines the schemas)
+
+
+def _accumulation_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _fake_forward(mu, logvar, eps, seed, offset, sigma2, prior):
+    acc = _accumulation_dtype(mu.dtype)
+    G = mu.shape[0]
+    return (
+        mu.new_empty(mu.shape),
+        mu.new_empty((G,), dtype=acc),
+        mu.new_empty((G,), dtype=acc),
+    )
+
+
+def _fake_backward(grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, seed, offset, sigma2, prior):
+    return mu.new_empty(mu.shape), mu.new_empty(mu.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    mu, logvar, eps, seed, offset, sigma2, prior = inputs
+    ctx.save_for_backward(mu, logvar, eps)
+    ctx.call = (seed, offset, sigma2, prior)
+
+
+def _upstream(grad_z, grad_log_prior, grad_entropy, mu):
+    """Upstream gradients, with zeros for outputs that got none."""
+    G, acc = mu.shape[0], _accumulation_dtype(mu.dtype)
+    grad_z = torch.zeros_like(mu) if grad_z is None else grad_z
+    grad_log_prior = mu.new_zeros((G,), dtype=acc) if grad_log_prior is None else grad_log_prior
+    grad_entropy = mu.new_zeros((G,), dtype=acc) if grad_entropy is None else grad_entropy
+    return grad_z, grad_log_prior, grad_entropy
+
+
+def _make_backward(backward_op):
+    def backward(ctx, grad_z, grad_log_prior, grad_entropy):
+        mu, logvar, eps = ctx.saved_tensors
+        grads = _upstream(grad_z, grad_log_prior, grad_entropy, mu)
+        grad_mu, grad_logvar = backward_op(*grads, mu, logvar, eps, *ctx.call)
+        return grad_mu, grad_logvar, None, None, None, None, None
+
+    return backward
+
+
+# --- C++ extension (CPU and CUDA dispatch keys) ---
+if _EXTENSION_USABLE:
+    torch.library.register_fake("simvae_fast::latent_forward")(_fake_forward)
+    torch.library.register_fake("simvae_fast::latent_backward")(_fake_backward)
+    torch.library.register_autograd(
+        "simvae_fast::latent_forward",
+        _make_backward(torch.ops.simvae_fast.latent_backward),
+        setup_context=_setup_context,
+    )
+
+
+def latent_extension(mu, logvar, eps, seed, offset, sigma2, prior):
+    """The "cpu" and "cuda" backends: the extension's op, dispatched on the tensors' device."""
+    return torch.ops.simvae_fast.latent_forward(mu, logvar, eps, 0 if seed is None else seed, offset, sigma2, prior)
+
+
+# --- Triton ---
+@torch.library.custom_op("simvae_fast::latent_triton_forward", mutates_args=())
+def latent_triton_forward(
+    mu: torch.Tensor, logvar: torch.Tensor, eps: Optional[torch.Tensor], seed: int, offset: int, sigma2: float,
+    prior: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from simvae_fast.kernels.latent import latent_forward
+
+    return latent_forward(mu, logvar, eps, seed, offset, sigma2, prior)
+
+
+@torch.library.custom_op("simvae_fast::latent_triton_backward", mutates_args=())
+def latent_triton_backward(
+    grad_z: torch.Tensor, grad_log_prior: torch.Tensor, grad_entropy: torch.Tensor, mu: torch.Tensor,
+    logvar: torch.Tensor, eps: Optional[torch.Tensor], seed: int, offset: int, sigma2: float, prior: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from simvae_fast.kernels.latent import latent_backward
+
+    return latent_backward(grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, seed, offset, sigma2, prior)
+
+
+latent_triton_forward.register_fake(_fake_forward)
+latent_triton_backward.register_fake(_fake_backward)
+latent_triton_forward.register_autograd(_make_backward(latent_triton_backward), setup_context=_setup_context)
+
+
+def latent_triton(mu, logvar, eps, seed, offset, sigma2, prior):
+    """The "triton" backend."""
+    return latent_triton_forward(mu, logvar, eps, 0 if seed is None else seed, offset, sigma2, prior)
