@@ -36,6 +36,7 @@
 #include <limits>
 #include <vector>
 
+#include "latent_op_checks.h"
 #include "latent_prior.h"
 #include "philox.h"
 
@@ -295,31 +296,6 @@ SIMVAE_SIMD_CLONES void backward_groups(const Problem<acc_t>& p, const scalar_t*
   }
 }
 
-struct Checked {
-  Prior prior;
-  LatentCoefficients coefficients;
-};
-
-Checked check_inputs(const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
-                     double sigma2, c10::string_view prior_name) {
-  TORCH_CHECK(mu.dim() == 3, "mu: expected a 3-D tensor [G, J, D], got ", mu.sizes());
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"logvar", &logvar},
-                                {"eps", eps.has_value() ? &*eps : nullptr}}) {
-    if (t == nullptr) continue;
-    TORCH_CHECK(t->sizes() == mu.sizes(), name, ": expected shape ", mu.sizes(), " like mu, got ", t->sizes());
-    TORCH_CHECK(t->scalar_type() == mu.scalar_type(), name, ": expected dtype ", mu.scalar_type(),
-                " like mu, got ", t->scalar_type());
-    TORCH_CHECK(t->device() == mu.device(), name, ": expected device ", mu.device(), " like mu, got ", t->device());
-  }
-  const Prior prior = parse_prior(prior_name.data(), prior_name.size());
-  TORCH_CHECK(prior != Prior::kUnknown, "prior: expected 'gaussian', 'flat', 'official' or 'standard', got '",
-              std::string(prior_name.data(), prior_name.size()), "'");
-  TORCH_CHECK(sigma2 > 0.0 && std::isfinite(sigma2), "sigma2: expected a positive finite value, got ", sigma2);
-  const int64_t views = mu.size(1), dims = mu.size(2);
-  TORCH_CHECK(prior == Prior::kStandard || views >= 2, "prior: a grouped prior needs J >= 2 views, got J = ", views);
-  return {prior, latent_coefficients(prior, sigma2, views, dims)};
-}
-
 template <typename acc_t>
 Problem<acc_t> make_problem(const at::Tensor& mu, bool eps_given, int64_t seed, int64_t offset,
                             const LatentCoefficients& c) {
@@ -369,13 +345,7 @@ std::tuple<at::Tensor, at::Tensor> latent_backward_cpu(const at::Tensor& grad_z_
                                                        int64_t offset, double sigma2, c10::string_view prior_name) {
   const Checked checked = check_inputs(mu_in, logvar_in, eps_in, sigma2, prior_name);
   const auto acc_type = mu_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  TORCH_CHECK(grad_z_in.sizes() == mu_in.sizes(), "grad_z: expected shape ", mu_in.sizes(), ", got ",
-              grad_z_in.sizes());
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"grad_log_prior", &grad_log_prior_in},
-                                {"grad_entropy", &grad_entropy_in}}) {
-    TORCH_CHECK(t->dim() == 1 && t->size(0) == mu_in.size(0), name, ": expected shape [", mu_in.size(0), "], got ",
-                t->sizes());
-  }
+  check_upstream(mu_in, grad_z_in, grad_log_prior_in, grad_entropy_in);
   const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
   const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
   const at::Tensor grad_z = grad_z_in.to(mu.scalar_type()).contiguous();

@@ -30,7 +30,7 @@ SIMVAE_HOST_DEVICE void philox_first_two(uint64_t seed, uint64_t counter, uint32
   constexpr uint32_t kRoundA = 0xD2511F53u, kRoundB = 0xCD9E8D57u;
   uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0u, c3 = 0u;
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDACC__)
 #pragma unroll
 #elif defined(__GNUC__)
 #pragma GCC unroll 10  // fully unrolled, so that a loop over counters around this call vectorises

@@ -1,0 +1,89 @@
+// CUDA implementations of simvae_fast::latent_forward / latent_backward (schemas in csrc/latent_cpu.cpp):
+// check, make contiguous, allocate, and call the torch-free launchers of csrc/cuda/latent.cu on the current
+// stream. c10/cuda headers only (ATen/cuda/CUDAContext.h does not build with this machine's toolkit).
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../latent_op_checks.h"
+#include "latent.h"
+
+namespace simvae {
+namespace {
+
+LatentDtype latent_dtype(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kDouble:
+      return LatentDtype::kFloat64;
+    case at::kFloat:
+      return LatentDtype::kFloat32;
+    case at::kHalf:
+      return LatentDtype::kFloat16;
+    case at::kBFloat16:
+      return LatentDtype::kBFloat16;
+    default:
+      TORCH_CHECK(false, "mu: expected float64, float32, float16 or bfloat16, got ", t.scalar_type());
+  }
+}
+
+LatentProblem make_problem(const at::Tensor& mu, int64_t seed, int64_t offset, const LatentCoefficients& c) {
+  return {latent_dtype(mu), mu.size(0), mu.size(1), mu.size(2), static_cast<uint64_t>(seed),
+          static_cast<uint64_t>(offset), c.grouped, c.within, c.mean, c.log_prior_const, c.entropy_const};
+}
+
+at::ScalarType accumulation_type(const at::Tensor& mu) { return mu.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_forward_cuda_op(const at::Tensor& mu_in,
+                                                                      const at::Tensor& logvar_in,
+                                                                      const std::optional<at::Tensor>& eps_in,
+                                                                      int64_t seed, int64_t offset, double sigma2,
+                                                                      c10::string_view prior_name) {
+  const Checked checked = check_inputs(mu_in, logvar_in, eps_in, sigma2, prior_name);
+  const c10::cuda::CUDAGuard guard(mu_in.device());
+  const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
+  const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
+  at::Tensor z = at::empty_like(mu);
+  at::Tensor log_prior = at::empty({mu.size(0)}, mu.options().dtype(accumulation_type(mu)));
+  at::Tensor entropy = at::empty({mu.size(0)}, mu.options().dtype(accumulation_type(mu)));
+  C10_CUDA_CHECK(latent_forward_cuda(make_problem(mu, seed, offset, checked.coefficients), mu.const_data_ptr(),
+                                     logvar.const_data_ptr(), eps.defined() ? eps.const_data_ptr() : nullptr,
+                                     z.mutable_data_ptr(), log_prior.mutable_data_ptr(), entropy.mutable_data_ptr(),
+                                     c10::cuda::getCurrentCUDAStream()));
+  return {z, log_prior, entropy};
+}
+
+std::tuple<at::Tensor, at::Tensor> latent_backward_cuda_op(const at::Tensor& grad_z_in,
+                                                           const at::Tensor& grad_log_prior_in,
+                                                           const at::Tensor& grad_entropy_in, const at::Tensor& mu_in,
+                                                           const at::Tensor& logvar_in,
+                                                           const std::optional<at::Tensor>& eps_in, int64_t seed,
+                                                           int64_t offset, double sigma2,
+                                                           c10::string_view prior_name) {
+  const Checked checked = check_inputs(mu_in, logvar_in, eps_in, sigma2, prior_name);
+  check_upstream(mu_in, grad_z_in, grad_log_prior_in, grad_entropy_in);
+  const c10::cuda::CUDAGuard guard(mu_in.device());
+  const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
+  const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
+  const at::Tensor grad_z = grad_z_in.to(mu.scalar_type()).contiguous();
+  const at::Tensor grad_log_prior = grad_log_prior_in.to(accumulation_type(mu)).contiguous();
+  const at::Tensor grad_entropy = grad_entropy_in.to(accumulation_type(mu)).contiguous();
+  at::Tensor grad_mu = at::empty_like(mu), grad_logvar = at::empty_like(mu);
+  C10_CUDA_CHECK(latent_backward_cuda(make_problem(mu, seed, offset, checked.coefficients), grad_z.const_data_ptr(),
+                                      grad_log_prior.const_data_ptr(), grad_entropy.const_data_ptr(),
+                                      mu.const_data_ptr(), logvar.const_data_ptr(),
+                                      eps.defined() ? eps.const_data_ptr() : nullptr, grad_mu.mutable_data_ptr(),
+                                      grad_logvar.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream()));
+  return {grad_mu, grad_logvar};
+}
+
+}  // namespace
+}  // namespace simvae
+
+TORCH_LIBRARY_IMPL(simvae_fast, CUDA, m) {
+  m.impl("latent_forward", &simvae::latent_forward_cuda_op);
+  m.impl("latent_backward", &simvae::latent_backward_cuda_op);
+}
