@@ -32,12 +32,12 @@ def info_nce(z, *, temperature=0.5, normalize=True, positives="mean", reduction=
     check_latent("z", z)
     if z.shape[1] < 2:
         raise ValueError(f"z: expected J >= 2 views per group, got shape {tuple(z.shape)}")
-    check_positive("temperature", temperature)
     if isinstance(temperature, torch.Tensor) and (temperature.dtype, temperature.device) != (z.dtype, z.device):
         raise ValueError(
             f"temperature: expected a tensor of z's dtype and device ({z.dtype}, {z.device}), "
             f"got {temperature.dtype}, {temperature.device}"
         )
+    check_positive("temperature", temperature)
     check_choice("positives", positives, reference.POSITIVES)
     check_choice("reduction", reduction, reference.REDUCTIONS)
     name = resolve_backend(backend, z.device)
