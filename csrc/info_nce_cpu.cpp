@@ -37,7 +37,7 @@
 
 namespace {
 
-constexpr int64_t kTileRows = 64;  // [64, N] logits tile: O(N * tile) memory
+constexpr int64_t kTileRows = 32;  // a [32, N] logits tile per thread: O(N * tile * threads) memory
 constexpr double kNormEps = 1e-12;  // F.normalize's eps
 
 at::ScalarType accumulation_type(const at::Tensor& z) {
@@ -53,7 +53,8 @@ void check_inputs(const at::Tensor& z, const at::Tensor& temperature) {
 
 // z as a contiguous [N, D] matrix of the accumulation type (a view when it already is one).
 at::Tensor rows_of(const at::Tensor& z) {
-  return z.reshape({z.size(0) * z.size(1), z.size(2)}).to(accumulation_type(z)).contiguous();
+  // detach(): the tiles run on worker threads, outside the autograd-excluded dispatch of this op.
+  return z.detach().reshape({z.size(0) * z.size(1), z.size(2)}).to(accumulation_type(z)).contiguous();
 }
 
 template <typename acc_t>
@@ -78,17 +79,22 @@ acc_t dot(const acc_t* a, const acc_t* b, int64_t D) {
 }
 
 // Calls body(i0, rows, S) for each row tile, S = Z[i0 : i0 + rows] Z^T as a [rows, N] tensor (row-major).
+// Tiles are spread over the threads, each with its own [T, N] buffer; body runs single-threaded, and so
+// does the at::mm inside a parallel region (small-M BLAS calls scale badly across threads).
 template <typename Body>
 void for_each_row_tile(const at::Tensor& zr, Body body) {
   const int64_t N = zr.size(0);
   const int64_t tile = std::min(kTileRows, N);
-  at::Tensor buffer = at::empty({tile, N}, zr.options());
-  for (int64_t i0 = 0; i0 < N; i0 += tile) {
-    const int64_t rows = std::min(tile, N - i0);
-    at::Tensor S = buffer.narrow(0, 0, rows);
-    at::mm_out(S, zr.narrow(0, i0, rows), zr.t());
-    body(i0, rows, S);
-  }
+  const int64_t tiles = (N + tile - 1) / tile;
+  at::parallel_for(0, tiles, 1, [&](int64_t t_begin, int64_t t_end) {
+    at::Tensor buffer = at::empty({tile, N}, zr.options());
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      const int64_t i0 = t * tile, rows = std::min(tile, N - i0);
+      at::Tensor S = buffer.narrow(0, 0, rows);
+      at::mm_out(S, zr.narrow(0, i0, rows), zr.t());
+      body(i0, rows, S);
+    }
+  });
 }
 
 // f(k) for k in [0, N) except k = skip (two plain loops, no branch inside).
@@ -107,18 +113,16 @@ void forward_impl(const at::Tensor& zr, int64_t J, acc_t scale, bool normalize, 
 
   for_each_row_tile(zr, [&](int64_t i0, int64_t rows, const at::Tensor& S_tile) {
     const acc_t* S = S_tile.data_ptr<acc_t>();
-    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t i = i0 + r;
-        const acc_t* Si = S + r * N;
-        const acc_t a = scale * inv[i];
-        acc_t m = -std::numeric_limits<acc_t>::infinity();
-        for_all_but(N, i, [&](int64_t k) { m = std::max(m, a * inv[k] * Si[k]); });
-        acc_t sum = 0;  // a NaN logit (NaN in z) makes sum, hence lse_i, NaN
-        for_all_but(N, i, [&](int64_t k) { sum += std::exp(a * inv[k] * Si[k] - m); });
-        lse[i] = m + std::log(sum);
-      }
-    });
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = i0 + r;
+      const acc_t* Si = S + r * N;
+      const acc_t a = scale * inv[i];
+      acc_t m = -std::numeric_limits<acc_t>::infinity();
+      for_all_but(N, i, [&](int64_t k) { m = std::max(m, a * inv[k] * Si[k]); });
+      acc_t sum = 0;  // a NaN logit (NaN in z) makes sum, hence lse_i, NaN
+      for_all_but(N, i, [&](int64_t k) { sum += std::exp(a * inv[k] * Si[k] - m); });
+      lse[i] = m + std::log(sum);
+    }
   });
 
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
@@ -157,29 +161,26 @@ acc_t backward_impl(const at::Tensor& zr, int64_t J, acc_t scale, bool normalize
   // dz[I] <- (G + G^T)[I, :] diag(c) Z  (the negatives' part of dL/du / scale).
   for_each_row_tile(zr, [&](int64_t i0, int64_t rows, const at::Tensor& S_tile) {
     acc_t* M = S_tile.data_ptr<acc_t>();  // S overwritten in place by M = (G + G^T) c_k
-    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t i = i0 + r;
-        acc_t* Mi = M + r * N;
-        acc_t ds = 0;
-        for_all_but(N, i, [&](int64_t k) {
-          const acc_t uu = inv[i] * inv[k] * Mi[k];  // u_i . u_k
-          const acc_t g_ik = w[i] * std::exp(scale * uu - lse[i]);
-          const acc_t g_ki = w[k] * std::exp(scale * uu - lse[k]);
-          ds += g_ik * uu;
-          Mi[k] = (g_ik + g_ki) * inv[k];
-        });
-        Mi[i] = 0;
-        row_dscale[i] = ds;
-      }
-    });
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = i0 + r;
+      acc_t* Mi = M + r * N;
+      acc_t ds = 0;
+      for_all_but(N, i, [&](int64_t k) {
+        const acc_t uu = inv[i] * inv[k] * Mi[k];  // u_i . u_k
+        const acc_t g_ik = w[i] * std::exp(scale * uu - lse[i]);
+        const acc_t g_ki = w[k] * std::exp(scale * uu - lse[k]);
+        ds += g_ik * uu;
+        Mi[k] = (g_ik + g_ki) * inv[k];
+      });
+      Mi[i] = 0;
+      row_dscale[i] = ds;
+    }
     at::Tensor out = dz_t.narrow(0, i0, rows);
     at::mm_out(out, S_tile, zr);
   });
 
   // Per row: subtract the positives' part, scale, and project through the normalisation.
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> g(D);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t g0 = (i / J) * J;
       const acc_t* zi = z + i * D;
