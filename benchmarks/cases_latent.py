@@ -1,0 +1,53 @@
+"""Fused latent op (reparameterised sample + entropy + grouped-view prior), forward+backward.
+
+Providers: the reference composition eager ("reference") and torch.compile'd ("compile"), and each kernel
+backend of simvae_latent. Two noise variants per shape:
+  eps=given  every provider gets the same ε tensor;
+  eps=inside the kernels make ε from a seed (Philox, in-kernel); the reference draws it with torch.randn_like.
+The loss is z·w + Σ log_prior + Σ entropy with a fixed random w, so every output gets an upstream gradient.
+"""
+import torch
+
+import simvae_fast
+from harness import Case
+from providers import reference_or_compiled
+from simvae_fast import reference
+
+SHAPES = [(64, 2, 10), (4096, 2, 128), (16384, 4, 256)]
+SIGMA2, PRIOR = 0.15, "gaussian"
+
+
+def reference_loss(mu, logvar, eps, weight):
+    """The eager composition of the three reference functions (what an unfused model computes)."""
+    if eps is None:
+        eps = torch.randn_like(mu)
+    z = reference.reparameterize(mu, logvar, eps)
+    log_prior = reference.grouped_prior_log_prob(z, sigma2=SIGMA2, prior=PRIOR)
+    return (z * weight).sum() + log_prior.sum() + reference.gaussian_entropy(logvar).sum()
+
+
+def kernel_loss(provider, mu, logvar, eps, weight):
+    noise = {"eps": eps} if eps is not None else {"seed": 1234}
+    out = simvae_fast.simvae_latent(mu, logvar, sigma2=SIGMA2, prior=PRIOR, backend=provider, **noise)
+    return (out.z * weight).sum() + out.log_prior.sum() + out.entropy.sum()
+
+
+def _make(shape, eps_given):
+    def make(provider, device, dtype):
+        mu = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+        logvar = (0.5 * torch.randn(shape, device=device, dtype=dtype) - 1.0).requires_grad_()
+        eps = torch.randn(shape, device=device, dtype=dtype) if eps_given else None
+        weight = torch.randn(shape, device=device, dtype=dtype)
+        if provider in ("reference", "compile"):
+            loss = reference_or_compiled(provider, reference_loss)
+            return lambda: loss(mu, logvar, eps, weight)
+        return lambda: kernel_loss(provider, mu, logvar, eps, weight)
+
+    return make
+
+
+CASES = [
+    Case("latent", "G={},J={},D={},eps={}".format(*shape, "given" if eps_given else "inside"), _make(shape, eps_given))
+    for shape in SHAPES
+    for eps_given in (True, False)
+]
