@@ -137,7 +137,7 @@ SIMVAE_INLINE float cos_f(float x) {
   return select(octant == 2 || octant == 4, -value, value);
 }
 
-// sqrt(a) for a > 0, correctly rounded (checked on 4M values against std::sqrt), written out because
+// sqrt(a) for a > 0, correctly rounded (checked on 8M values in [0, 32] against std::sqrt), written out because
 // std::sqrt sets errno (the build has no -fno-math-errno) and its errno branch stops vectorisation:
 // y ≈ 1/√a from a bit-trick guess (≈3.5% off) and three division-free Newton steps y(3 − a·y²)/2,
 // s = a·y (≈1 ulp), then one residual correction s + (a − s²)·y/2 with an exact fma residual.
