@@ -26,6 +26,9 @@ for dtype in float32 bfloat16; do
 done
 (cd benchmarks && "$PY" plot.py "$CSV" "$OUT/results.png") >>"$OUT/bench.log" 2>&1
 
+echo "== roofline: matmul and copy roofs, InfoNCE TFLOP/s and largest N, latent GB/s and launches"
+(cd benchmarks && "$PY" gpu_roofline.py --out "$OUT/roofline.md") 2>&1 | tee "$OUT/roofline.log" | tail -25
+
 echo "== summary (forward+backward, speedup vs eager reference in the same run)"
 "$PY" - "$CSV" <<'PY'
 import csv, sys
