@@ -26,7 +26,12 @@ def info_nce_loss(views, temperature=0.5, *, normalize=True, positives="mean", g
     With gather_distributed=True (torch.distributed initialised), this process's rows are the anchors and
     every process's rows the columns; parameters then get the single-process gradient under DDP.
     """
-    z = torch.stack(list(views), dim=1) if isinstance(views, (list, tuple)) else views
+    if isinstance(views, (list, tuple)):
+        shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for v in views]
+        if len(set(shapes)) != 1 or not isinstance(views[0], torch.Tensor) or views[0].dim() != 2:
+            raise ValueError(f"views: expected a list of J tensors of one shape [G, D], got {shapes}")
+        views = torch.stack(list(views), dim=1)
+    z = views
     return _local_row_mean(z, temperature, normalize, positives, gather_distributed, backend)
 
 
