@@ -71,7 +71,7 @@ def crop_and_flip(x, recipe, generator):
 
     In F.affine_grid's normalised coordinates (-1..1 across the image) output position p samples the input at
     (cx + w * fx * p_x, cy + h * fy * p_y): a box of half-size (w, h) centred on (cx, cy), mirrored where fx or
-    fy = -1. Resampling to the full size is bilinear (align_corners=False, so the identity is exact).
+    fy = -1. Resampling to the full size is bilinear (align_corners=False: pixel centres map onto pixel centres).
     """
     n, device = x.shape[0], x.device
     w, h, cx, cy = crop_boxes(n, recipe.scale, recipe.ratio, generator, device)

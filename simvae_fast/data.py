@@ -171,6 +171,32 @@ def read_idx(path, sha256=None):
     return parse_idx(data, source=str(path))
 
 
+def write_idx(path, array):
+    """Write a numpy array as an IDX file (gzipped when the path ends in .gz)."""
+    array = np.asarray(array)
+    codes = {np.dtype(v).newbyteorder(">") if np.dtype(v).itemsize > 1 else np.dtype(v): k
+             for k, v in IDX_DTYPES.items()}
+    big_endian = array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
+    if big_endian not in codes:
+        raise ValueError(f"array: IDX has no type code for dtype {array.dtype}")
+    header = bytes([0, 0, codes[big_endian], array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.astype(big_endian).tobytes())
+
+
+def write_dataset(folder, train_images, train_labels, test_images, test_labels, compress=False):
+    """Lay out uint8 images [N, H, W] and labels [N] as the four files the loader reads (your own data: load it
+    with verify=False, or the CLI's --no-verify)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"train_images": train_images, "train_labels": train_labels, "test_images": test_images,
+              "test_labels": test_labels}
+    for key, array in arrays.items():
+        write_idx(folder / (FILES[key] + (".gz" if compress else "")), np.asarray(array, dtype=np.uint8))
+    return folder
+
+
 def _split(images, labels):
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(f"images {images.shape} and labels {labels.shape} do not match ([N, H, W] and [N])")

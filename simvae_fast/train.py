@@ -26,8 +26,9 @@ from simvae_fast.methods import build_method
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.json", "metrics.csv", "checkpoint.pt"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, "results.json", "loss.png", "reconstructions.png")
-# Fault injection for the resume tests: SIGKILL this process right after this global step (1-based) completes.
-KILL_AT_STEP_ENV = "SIMVAE_FAST_KILL_AT_STEP"
+# Fault injection for the resume tests: "STEP" or "STEP:SIGNAL" (KILL by default, or INT for a Ctrl-C) sends
+# that signal to this process right after global step STEP (1-based) completes.
+FAULT_ENV = "SIMVAE_FAST_SIGNAL_AT_STEP"
 DEVICES = ("auto", "cpu", "cuda")
 STREAM_ORDER, STREAM_AUGMENT, STREAM_NOISE = 1, 2, 3
 
@@ -219,7 +220,7 @@ def train(cfg, resume=False, overwrite=False):
             "torch_rng": torch.get_rng_state(),
         })
 
-    kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "0"))
+    fault_step, _, fault_signal = os.environ.get(FAULT_ENV, "0").partition(":")
     augment_generator = torch.Generator(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     model.train()
@@ -252,8 +253,8 @@ def train(cfg, resume=False, overwrite=False):
                     log.write({"step": position["step"], "epoch": epoch + 1, **dict(zip(fields, means))})
                     bar.set_postfix(loss=f"{means[0]:.3f}")
                     sums, count = torch.zeros_like(sums), 0
-                if kill_at and position["step"] == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
+                if position["step"] == int(fault_step):
+                    os.kill(os.getpid(), signal.Signals[f"SIG{fault_signal or 'KILL'}"])
                 if flag.stop:
                     bar.close()
                     checkpoint()
