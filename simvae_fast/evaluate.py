@@ -132,7 +132,7 @@ def plot_reconstructions(model, images, device, out_png, n=10):
     fig, axes = plt.subplots(2, len(x), figsize=(len(x), 2.2), squeeze=False)
     for i in range(len(x)):
         for row, img in enumerate((x[i], recon[i])):
-            axes[row][i].imshow(img.float().cpu().permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
+            axes[row][i].imshow(img.float().cpu().permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
             axes[row][i].axis("off")
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)

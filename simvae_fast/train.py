@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -259,7 +260,7 @@ def train(cfg, resume=False, overwrite=False):
                     bar.close()
                     checkpoint()
                     tqdm.write(f"interrupted at step {position['step']}: checkpoint saved in {run_dir}; "
-                               f"continue with `simvae-fast train --resume --out {run_dir}`")
+                               f"continue with `simvae-fast train --resume --out {run_dir}`", file=sys.stderr)
                     return None
             bar.close()
             position.update(epoch=epoch + 1, batch=0)
