@@ -76,28 +76,31 @@ def _serves(name, device):
 
 
 @functools.cache
-def _warn_fallback(device_type):
+def _warn_fallback(device_type, candidates):
+    reasons = "; ".join(f"{name}: {_availability(name).reason}" for name in candidates) or "no fused backend implements this op"
     warnings.warn(
-        f"simvae_fast: no fused backend is usable for {device_type} tensors "
-        f"({'; '.join(f'{n}: {a.reason}' for n, a in backends().items() if not a.usable)}); "
+        f"simvae_fast: no fused backend is usable for {device_type} tensors ({reasons}); "
         "running the pure-PyTorch reference",
         RuntimeWarning,
         stacklevel=4,
     )
 
 
-def resolve_backend(backend, device):
-    """The backend a call on tensors of `device` runs on; a clear error if the one asked for can't."""
+def resolve_backend(backend, device, implemented=BACKENDS):
+    """The backend a call on tensors of `device` runs on, among the backends the op `implemented`;
+    a clear error if the one asked for can't run it."""
     if backend == "auto":
         backend = os.environ.get(ENV_VAR, "auto") or "auto"
     if backend == "auto":
         for name in AUTO_ORDER.get(device.type, ()):
-            if _availability(name).usable:
+            if name in implemented and _availability(name).usable:
                 return name
-        _warn_fallback(device.type)
+        _warn_fallback(device.type, tuple(n for n in AUTO_ORDER.get(device.type, ()) if n in implemented))
         return "reference"
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected 'auto' or one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if backend not in implemented:
+        raise ValueError(f"backend: {backend!r} does not implement this op (it has {', '.join(implemented)})")
     availability = _availability(backend)
     if not availability.usable:
         raise RuntimeError(f"backend: {backend!r} is not usable here: {availability.reason}")

@@ -24,5 +24,5 @@ def info_nce(z, *, temperature=0.5, normalize=True, positives="mean", reduction=
     check_positive("temperature", temperature)
     check_choice("positives", positives, reference.POSITIVES)
     check_choice("reduction", reduction, reference.REDUCTIONS)
-    name = resolve_backend(backend, z.device)
+    name = resolve_backend(backend, z.device, tuple(IMPLEMENTATIONS))
     return IMPLEMENTATIONS[name](z, temperature, normalize, positives, reduction)

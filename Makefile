@@ -1,0 +1,58 @@
+# make test: set up a virtual environment (CPU torch first), build the extension, compile-check the CUDA
+#            sources, run the test suite with Triton in its CPU interpreter.
+# make demo: set up and run the main job.
+# TORCH=torch==2.14.1 selects the CUDA build of torch (then the CUDA kernels are built too).
+VENV    ?= .venv
+TORCH   ?= torch==2.13.0
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+NVCC    ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
+SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*) setup.py pyproject.toml
+
+.PHONY: test demo bench setup nvcc-check sanitize clean
+
+$(VENV)/.deps: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q $(TORCH) "triton>=3.6" numpy ninja setuptools wheel
+	$(PIP) install -q pytest pytest-benchmark hypothesis expecttest matplotlib tqdm
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	$(PIP) install -q --no-build-isolation -e .
+	touch $@
+
+setup: $(VENV)/.built
+
+# The .cu files include no torch header (raw pointers and a cudaStream_t), so plain nvcc checks them here.
+nvcc-check:
+	@if ! ls csrc/cuda/*.cu >/dev/null 2>&1; then echo "nvcc-check: no .cu files"; \
+	elif [ ! -x "$(NVCC)" ]; then echo "nvcc-check: nvcc not found"; [ "$${CI:-}" != "true" ]; \
+	else for f in csrc/cuda/*.cu; do echo "nvcc -c $$f"; \
+	  "$(NVCC)" -c -std=c++17 -O1 -arch=sm_90 -Icsrc -o /tmp/simvae_fast_nvcc_check.o $$f || exit 1; done; fi
+
+test: setup nvcc-check
+	TRITON_INTERPRET=1 $(VENV)/bin/pytest tests -q -p no:cacheprovider
+
+# The C++ CPU kernels built with AddressSanitizer + UndefinedBehaviorSanitizer into build/asan (beside, not over,
+# the normal build), then the CPU-backend tests run against that copy; any sanitizer report fails the run.
+ASAN_LIB        = $(shell $(CXX) -print-file-name=libasan.so)
+SANITIZE_TESTS ?= tests/test_latent.py tests/test_info_nce.py
+SANITIZE_K     ?= cpu and not triton and not compile and not opcheck
+sanitize: $(VENV)/.deps
+	rm -rf build/asan && mkdir -p build/asan/simvae_fast
+	SIMVAE_FAST_SANITIZE=1 SIMVAE_FAST_CUDA=0 $(PY) setup.py -q build_ext --build-temp build/asan-tmp --build-lib build/asan
+	cp -r simvae_fast/*.py simvae_fast/ops build/asan/simvae_fast/ && cp -r kernels build/asan/simvae_fast/kernels
+	cd build/asan && LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 PYTHONPATH=$(CURDIR)/build/asan TRITON_INTERPRET=1 \
+	  $(CURDIR)/$(VENV)/bin/pytest -q -p no:cacheprovider --rootdir=$(CURDIR) -k "$(SANITIZE_K)" \
+	  $(addprefix $(CURDIR)/,$(SANITIZE_TESTS))
+
+bench: setup
+	cd benchmarks && ../$(PY) run.py --plot
+
+demo: setup
+	@echo "The main job (SimVAE training) lands with its issue; meanwhile the demo runs the benchmarks."
+	cd benchmarks && ../$(PY) run.py --op prior info_nce --shapes G=4096 N=1024 N=4096 --rep 5 --plot
+
+clean:
+	rm -rf build $(VENV) simvae_fast/*.so

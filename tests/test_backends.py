@@ -1,0 +1,71 @@
+"""The backend registry: what is usable here, forcing a backend, and the warned fallback to the reference."""
+import importlib
+import warnings
+
+import pytest
+import torch
+
+import simvae_fast
+registry = importlib.import_module("simvae_fast.backends")  # the module, which simvae_fast.backends() shadows
+
+
+def test_reports_every_backend_with_a_reason():
+    found = simvae_fast.backends()
+    assert set(found) == {"reference", "cpu", "triton", "cuda"}
+    assert found["reference"].usable
+    for availability in found.values():
+        assert availability.reason
+
+
+def test_cpu_backend_is_usable_once_the_extension_is_built():
+    assert simvae_fast.backends()["cpu"] == (True, "C++ extension loaded")
+    from simvae_fast import _C
+
+    assert _C.WITH_CUDA in (0, 1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU report")
+def test_cuda_backend_says_why_it_is_not_usable():
+    usable, reason = simvae_fast.backends()["cuda"]
+    assert not usable and reason in ("extension built without CUDA", "no CUDA device")
+
+
+def test_auto_picks_the_fastest_implemented_backend_for_the_device():
+    cpu = torch.device("cpu")
+    assert registry.resolve_backend("auto", cpu, ("reference", "cpu")) == "cpu"
+
+
+def test_environment_variable_forces_a_backend(monkeypatch):
+    monkeypatch.setenv(registry.ENV_VAR, "reference")
+    assert registry.resolve_backend("auto", torch.device("cpu"), ("reference", "cpu")) == "reference"
+
+
+def test_auto_fallback_to_the_reference_warns_once():
+    registry._warn_fallback.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert registry.resolve_backend("auto", torch.device("cpu"), ("reference",)) == "reference"
+    assert len([w for w in caught if "running the pure-PyTorch reference" in str(w.message)]) == 1
+
+
+@pytest.mark.parametrize("backend, implemented, error, match", [
+    ("fastest", ("reference", "cpu"), ValueError, "backend: expected 'auto' or one of"),
+    ("cpu", ("reference",), ValueError, "does not implement this op"),
+    ("cuda", ("reference", "cuda"), RuntimeError, "'cuda' is not usable here"),
+])
+def test_bad_backend_requests_are_clear_errors(backend, implemented, error, match):
+    if backend == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is usable on this machine")
+    with pytest.raises(error, match=match):
+        registry.resolve_backend(backend, torch.device("cpu"), implemented)
+
+
+def test_backends_serve_only_their_devices(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert registry._serves("cpu", cpu) and not registry._serves("cpu", cuda)
+    assert registry._serves("cuda", cuda) and not registry._serves("cuda", cpu)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert registry._serves("triton", cuda) and not registry._serves("triton", cpu)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert registry._serves("triton", cpu)
