@@ -92,6 +92,9 @@ def check_config(cfg):
     for name in positive:
         if not getattr(cfg, name) > 0:
             raise ValueError(f"{name}: expected a positive value, got {getattr(cfg, name)!r}")
+    for name in ("limit_train", "limit_test"):
+        if getattr(cfg, name) is not None and not getattr(cfg, name) > 0:
+            raise ValueError(f"{name}: expected a positive number of images, got {getattr(cfg, name)!r}")
     if cfg.batch_size % cfg.views:
         raise ValueError(f"batch_size: expected a multiple of views ({cfg.views}), got {cfg.batch_size}")
     if cfg.method in ("simvae", "simclr") and cfg.views < 2:

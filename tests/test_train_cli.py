@@ -156,3 +156,16 @@ def test_loss_parts_are_the_elbo_terms(data_root, tmp_path):
             parts = float(row["reconstruction"]) + float(row["entropy"]) + float(row["log_prior"])
             assert float(row["loss"]) == pytest.approx(-parts, rel=1e-5)
     torch.load(out / "checkpoint.pt", weights_only=False)  # a complete checkpoint
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["simvae", "simclr"])
+def test_cuda_bf16_run(data_root, tmp_path, method):
+    """On the GPU: data, augmentations, fused ops and probes on the device, bfloat16 autocast."""
+    out = tmp_path / "run"
+    assert main(["train", "--method", method, "--data-root", str(data_root), "--out", str(out), *TINY,
+                 "--device", "cuda", "--bf16"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert 0.0 <= results["linear"]["test_acc"] <= 1.0
+    with open(out / "metrics.csv", newline="") as f:
+        assert all(math.isfinite(float(r["loss"])) for r in csv.DictReader(f))
