@@ -97,11 +97,12 @@ def log_likelihood(x, x_out, likelihood="bernoulli", gaussian_logvar=GAUSSIAN_LO
     bernoulli: x_out are logits, log p = x log sigmoid(l) + (1 - x) log sigmoid(-l) (x in [0, 1]).
     gaussian: x_out is the mean, variance exp(gaussian_logvar) fixed.
     """
-    x_out = x_out.float()
+    dtype = torch.promote_types(x_out.dtype, torch.float32)  # half-precision decoder outputs are summed in float32
+    x, x_out = x.to(dtype), x_out.to(dtype)
     if likelihood == "bernoulli":
-        per_pixel = -F.binary_cross_entropy_with_logits(x_out, x.float(), reduction="none")
+        per_pixel = -F.binary_cross_entropy_with_logits(x_out, x, reduction="none")
     else:
-        per_pixel = -0.5 * ((x.float() - x_out).square() * math.exp(-gaussian_logvar) + gaussian_logvar + LOG_2PI)
+        per_pixel = -0.5 * ((x - x_out).square() * math.exp(-gaussian_logvar) + gaussian_logvar + LOG_2PI)
     return per_pixel.flatten(1).sum(dim=1)
 
 

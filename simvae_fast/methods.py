@@ -76,7 +76,7 @@ class SimCLR(nn.Module):
         return None
 
 
-def build_method(method, *, image_shape, latent_dim=10, architecture="mlp", views=2, prior="gaussian",
+def build_method(method, *, image_shape, latent_dim=10, architecture="mlp", prior="gaussian",
                  sigma2=0.15, beta=1.0, temperature=0.5, reduction="sum", backend="auto"):
     """The method's model. prior applies to simvae (vae always uses "standard"); temperature to simclr."""
     if method not in METHODS:

@@ -131,7 +131,7 @@ def prepare_run_dir(out, resume=False, overwrite=False):
 def build_model(cfg, image_shape):
     return build_method(
         cfg.method, image_shape=image_shape, latent_dim=cfg.latent_dim, architecture=cfg.architecture,
-        views=cfg.views, prior=cfg.prior, sigma2=cfg.sigma2, beta=cfg.beta, temperature=cfg.temperature,
+        prior=cfg.prior, sigma2=cfg.sigma2, beta=cfg.beta, temperature=cfg.temperature,
         reduction=cfg.reduction, backend=cfg.backend,
     )
 

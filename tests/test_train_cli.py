@@ -169,3 +169,49 @@ def test_cuda_bf16_run(data_root, tmp_path, method):
     assert 0.0 <= results["linear"]["test_acc"] <= 1.0
     with open(out / "metrics.csv", newline="") as f:
         assert all(math.isfinite(float(r["loss"])) for r in csv.DictReader(f))
+
+
+# --- the loss the trainer uses (simvae_fast.nn.SimVAELoss) against the reference and torch.distributions ---
+
+@pytest.mark.parametrize("prior", ["gaussian", "flat", "official", "standard"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_simvae_loss_against_independent_terms(prior, likelihood):
+    from torch.distributions import Normal
+
+    from simvae_fast import reference
+    from simvae_fast.nn import SimVAELoss
+
+    g = torch.Generator().manual_seed(5)
+    G, J, D = 3, 2, 4
+    x = torch.rand(G, J, 1, 5, 5, generator=g, dtype=torch.float64)
+    x_out = torch.randn(G, J, 1, 5, 5, generator=g, dtype=torch.float64)
+    mu, logvar = (torch.randn(G, J, D, generator=g, dtype=torch.float64) for _ in range(2))
+    seed, n_views = 11, G * J
+    loss_fn = SimVAELoss(sigma2=0.3, prior=prior, beta=0.5, likelihood=likelihood, reduction="mean")
+    out = loss_fn(x, x_out, mu, logvar, seed=seed)
+
+    z = reference.reparameterize(mu, logvar, reference.philox_randn(seed, 0, mu.shape).double())
+    torch.testing.assert_close(loss_fn.sample(mu, logvar, seed), z)  # the decoder's z is the one scored
+    if likelihood == "bernoulli":  # the continuous Bernoulli-form log-likelihood, x in [0, 1]
+        recon = (x * x_out.sigmoid().log() + (1 - x) * (-x_out).sigmoid().log()).sum()
+    else:
+        recon = Normal(x_out, math.exp(0.5 * -4.6)).log_prob(x).sum()
+    entropy = Normal(mu, (0.5 * logvar).exp()).entropy().sum()
+    log_prior = reference.grouped_prior_log_prob(z, sigma2=0.3, prior=prior).sum()
+    torch.testing.assert_close(out.reconstruction, recon / n_views)
+    torch.testing.assert_close(out.entropy, entropy / n_views)
+    torch.testing.assert_close(out.log_prior, log_prior / n_views)
+    torch.testing.assert_close(out.loss, -(recon + 0.5 * (entropy + log_prior)) / n_views)
+    summed = SimVAELoss(sigma2=0.3, prior=prior, beta=0.5, likelihood=likelihood, reduction="sum")
+    torch.testing.assert_close(summed(x, x_out, mu, logvar, seed=seed).loss, out.loss * n_views)
+
+
+def test_simvae_loss_bad_arguments():
+    from simvae_fast.nn import SimVAELoss
+
+    with pytest.raises(ValueError, match="likelihood: expected one of 'bernoulli', 'gaussian'"):
+        SimVAELoss(likelihood="poisson")
+    with pytest.raises(ValueError, match="reduction: expected one of 'sum', 'mean'"):
+        SimVAELoss(reduction="none")
+    with pytest.raises(ValueError, match="x_out: expected the shape of x"):
+        SimVAELoss()(torch.rand(2, 2, 4), torch.rand(2, 2, 5), torch.zeros(2, 2, 3), torch.zeros(2, 2, 3))
