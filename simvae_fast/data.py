@@ -248,7 +248,13 @@ def _run(cmd, cwd, what):
 def _fetch_fashion_mnist(tmp):
     """The gzipped IDX files of Debian's dataset-fashion-mnist (apt-get download, then dpkg-deb -x)."""
     what = f"fetching fashion-mnist from Debian's package {DEBIAN_PACKAGE}"
-    _run(["apt-get", "download", DEBIAN_PACKAGE], tmp, what + " (run `apt-get update` first if it is not found)")
+    try:
+        _run(["apt-get", "download", DEBIAN_PACKAGE], tmp, what)
+    except RuntimeError as err:
+        if os.geteuid() != 0:  # a machine whose package lists are empty or old needs `apt-get update` (root)
+            raise RuntimeError(f"{err}\n(if the package was not found: run `apt-get update` as root)") from err
+        _run(["apt-get", "update", "-qq"], tmp, what)
+        _run(["apt-get", "download", DEBIAN_PACKAGE], tmp, what)
     (deb,) = Path(tmp).glob(f"{DEBIAN_PACKAGE}_*.deb")
     _run(["dpkg-deb", "-x", str(deb), "extracted"], tmp, what)
     folder = Path(tmp) / "extracted" / "usr/share/datasets/fashion-mnist"

