@@ -210,7 +210,7 @@ def train(cfg, resume=False, overwrite=False):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         position, sums, count = ckpt["position"], ckpt["log_sums"].to(device), ckpt["log_count"]
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())  # map_location moved it to the device
         log = MetricsLog(run_dir / METRICS_FILE, fields, keep_until_step=position["step"])
     else:
         with open(run_dir / CONFIG_FILE, "w") as f:
