@@ -40,7 +40,7 @@ class Config:
     dataset: str = "fashion-mnist"
     out: str = "runs/simvae-fashion-mnist"
     data_root: str = None
-    epochs: int = 4  # `make demo` budget: about 1 min an epoch on 2 idle CPU cores
+    epochs: int = 4  # `make demo` budget: about 70 s an epoch on 2 idle CPU cores
     batch_size: int = 128  # views per step: batch_size / views groups of `views` augmentations
     views: int = 2
     latent_dim: int = 10
