@@ -111,15 +111,16 @@ def log_likelihood(x, x_out, likelihood="bernoulli", gaussian_logvar=GAUSSIAN_LO
     return per_pixel.flatten(1).sum(dim=1)
 
 
-def simvae_loss(x, x_out, mu, logvar, *, seed=None, sigma2=0.15, prior="gaussian", beta=1.0,
+def simvae_loss(x, x_out, mu, logvar, *, seed=None, latent=None, sigma2=0.15, prior="gaussian", beta=1.0,
                 likelihood="bernoulli", reduction="sum", gaussian_logvar=GAUSSIAN_LOGVAR, backend="auto"):
     """Negative ELBO of SimVAE and its parts, one reparameterised sample per view.
 
     x: the views [G, J, C, H, W]; x_out: the decoder's output for them (logits, or means for "gaussian"), same
-    shape; mu, logvar: the encoder's [G, J, D]. seed: the counter-based noise seed the decoder's z was drawn with
-    (z = simvae_latent(mu, logvar, seed=seed).z): the entropy and log prior are evaluated at that same z (the
-    noise is regenerated from the seed). seed=None draws a fresh one, an independent sample: still an unbiased
-    estimate of the ELBO and its gradient, with more variance.
+    shape; mu, logvar: the encoder's [G, J, D]. latent: the LatentOut of the one fused call whose z the decoder
+    was given (latent = simvae_latent(mu, logvar, seed=...)): its entropy and log prior are used as they are.
+    Without it, seed: the counter-based noise seed the decoder's z was drawn with; the fused op runs again with
+    it, so the latent terms are evaluated at that same z (seed=None draws a fresh one, an independent sample:
+    still an unbiased estimate of the ELBO and its gradient, with more variance).
     beta weighs the latent terms (entropy + log prior). reduction: "sum" over groups (the official code's, and
     the scale its learning rate and Adam eps were tuned for) or "mean" per view (divided by G * J).
     """
@@ -129,7 +130,8 @@ def simvae_loss(x, x_out, mu, logvar, *, seed=None, sigma2=0.15, prior="gaussian
         raise ValueError(f"x_out: expected the shape of x {tuple(x.shape)}, got {tuple(x_out.shape)}")
     if x.dim() < 3 or x.shape[:2] != mu.shape[:2]:
         raise ValueError(f"x: expected [G, J, ...] with (G, J) = {tuple(mu.shape[:2])} of mu, got {tuple(x.shape)}")
-    latent = simvae_latent(mu, logvar, sigma2=sigma2, prior=prior, seed=seed, backend=backend)
+    if latent is None:
+        latent = simvae_latent(mu, logvar, sigma2=sigma2, prior=prior, seed=seed, backend=backend)
     parts = (log_likelihood(x, x_out, likelihood, gaussian_logvar), latent.entropy, latent.log_prior)
     scale = 1.0 if reduction == "sum" else 1.0 / (mu.shape[0] * mu.shape[1])
     reconstruction, entropy, log_prior = (part.sum() * scale for part in parts)

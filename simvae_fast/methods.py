@@ -42,9 +42,9 @@ class LatentVariableModel(nn.Module):
     def forward(self, views, seed):
         groups, n_views = views.shape[:2]
         mu, logvar = (t.view(groups, n_views, -1) for t in self.encode(views.flatten(0, 1)))
-        z = self.loss.sample(mu, logvar, seed)
-        x_out = self.decoder(z.flatten(0, 1)).view_as(views)
-        out = self.loss(views, x_out, mu, logvar, seed=seed)
+        latent = self.loss.latent(mu, logvar, seed)  # the one fused pass: z, log prior, entropy
+        x_out = self.decoder(latent.z.flatten(0, 1)).view_as(views)
+        out = self.loss(views, x_out, mu, logvar, latent=latent)
         return out.loss, {"reconstruction": out.reconstruction, "entropy": out.entropy, "log_prior": out.log_prior}
 
     def represent(self, images):

@@ -57,9 +57,10 @@ class InfoNCELoss(nn.Module):
 class SimVAELoss(nn.Module):
     """Negative ELBO of SimVAE (prior "gaussian", "flat" or "official") or of the VAE on J views ("standard").
 
-    forward(x, x_out, mu, logvar, seed=None) -> SimVAELossOut(loss, reconstruction, entropy, log_prior);
-    see functional.simvae_loss for shapes and reductions. Draw the decoder's z with sample(mu, logvar, seed) and
-    pass the same seed to forward, so the latent terms are evaluated at that z.
+    forward(x, x_out, mu, logvar, seed=None, latent=None) -> SimVAELossOut(loss, reconstruction, entropy,
+    log_prior); see functional.simvae_loss for shapes and reductions. In one fused pass: latent = loss.latent(mu,
+    logvar, seed), decode latent.z, then loss(x, x_out, mu, logvar, latent=latent). Passing the same seed
+    instead of latent gives the same values with a second pass of the fused op.
     """
 
     def __init__(self, sigma2=0.15, prior="gaussian", beta=1.0, likelihood="bernoulli", reduction="sum",
@@ -73,13 +74,13 @@ class SimVAELoss(nn.Module):
         self.likelihood, self.reduction, self.gaussian_logvar = likelihood, reduction, float(gaussian_logvar)
         self.backend = backend
 
-    def sample(self, mu, logvar, seed):
-        """z = mu + exp(logvar / 2) * eps with the counter-based noise of `seed` ([G, J, D])."""
-        return simvae_latent(mu, logvar, sigma2=self.sigma2, prior=self.prior, seed=seed, backend=self.backend).z
+    def latent(self, mu, logvar, seed=None):
+        """The fused op with this loss's prior: LatentOut(z, log_prior, entropy), z drawn with `seed`'s noise."""
+        return simvae_latent(mu, logvar, sigma2=self.sigma2, prior=self.prior, seed=seed, backend=self.backend)
 
-    def forward(self, x, x_out, mu, logvar, seed=None):
+    def forward(self, x, x_out, mu, logvar, seed=None, latent=None):
         return functional.simvae_loss(
-            x, x_out, mu, logvar, seed=seed, sigma2=self.sigma2, prior=self.prior, beta=self.beta,
+            x, x_out, mu, logvar, seed=seed, latent=latent, sigma2=self.sigma2, prior=self.prior, beta=self.beta,
             likelihood=self.likelihood, reduction=self.reduction, gaussian_logvar=self.gaussian_logvar,
             backend=self.backend,
         )
