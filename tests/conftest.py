@@ -31,3 +31,14 @@ def poison_empty_tensors():
     yield
     torch.use_deterministic_algorithms(previous[0])
     torch.utils.deterministic.fill_uninitialized_memory = previous[1]
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No real dataset anywhere: an empty cache, no $SIMVAE_FAST_DATA, a Debian root that is empty."""
+    from simvae_fast import data
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(data, "DEBIAN_ROOT", tmp_path / "debian")
+    return tmp_path

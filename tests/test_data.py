@@ -30,15 +30,6 @@ def checksums_of(folder):
     return sums
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """No real dataset anywhere: an empty cache, no $SIMVAE_FAST_DATA, a Debian root that is empty."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
-    monkeypatch.setattr(data, "DEBIAN_ROOT", tmp_path / "debian")
-    return tmp_path
-
-
 @pytest.mark.parametrize("compress", [False, True])
 def test_load_synthetic_idx(isolated, compress):
     arrays = synthetic()

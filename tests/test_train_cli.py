@@ -31,14 +31,6 @@ def data_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
-    monkeypatch.setattr(data, "DEBIAN_ROOT", tmp_path / "debian")
-    return tmp_path
-
-
 @pytest.mark.parametrize("method, extra", [
     ("simvae", []),
     ("vae", ["--views", "4", "--batch-size", "128"]),
