@@ -15,14 +15,19 @@
 //                   log p = const − within·S_w − mean·M
 //   standard:       log p = const − within·Σ_j ‖z_j‖²
 //   H = entropy_const + ½ Σ logvar
-// Backward per group, a = ∂L/∂log p_g, b = ∂L/∂H_g, recomputing z and t = std ⊙ ε exactly as the forward:
+// Backward per group, a = ∂L/∂log p_g, b = ∂L/∂H_g, with z and t = std ⊙ ε of the forward:
 //   ∂log p/∂z_j = −2·within·(z_j − z̄) − (2·mean/J)·z̄   (grouped),   −2·within·z_j   (standard)
 //   dz_total = dz + a·∂log p/∂z;  dμ = dz_total;  dlogvar = dz_total ⊙ ε ⊙ ½ exp(½ logvar) + ½ b
 //                                                          = ½ · dz_total ⊙ t + ½ b
-// ε is regenerated (or re-read) in the backward rather than recovered from the saved z as (z − μ): with
-// a bf16 z, z − μ carries an absolute error ≈ 2⁻⁹|z|, which relative to std·ε is large whenever std ≪ |μ|
-// (trained encoders: std ≈ 0.1, |μ| ≈ 1 gives ≈ 2% error in the noise part of dlogvar); the regenerated
-// t is the forward's own fp32 value, so the gradient is exact for the computed forward.
+// Where z and t come from (the autograd glue, simvae_fast/ops/latent.py, picks by dtype):
+// - float32/float64: the saved z output (`z` argument), t = z − μ. No ε is made or read, no exp, and logvar
+//   is not read. z = fl(μ + t), so fl(z − μ) = t + δ with |δ| ≤ 2⁻²⁴(|z| + |t|) in fp32 (2⁻⁵³ in fp64): a
+//   relative error ≈ 2⁻²⁴·|z|/|t| of the noise part of dlogvar (≈ 6e-7 for std ≈ 0.1, |μ| ≈ 1), below the
+//   fp32 rounding of the output itself; z and z̄ are the forward's own values.
+// - float16/bfloat16 (`z` absent): z and t are recomputed in fp32 exactly as the forward, ε regenerated (or
+//   re-read). With a bf16 z, z − μ would carry an absolute error ≈ 2⁻⁹|z|, which relative to std·ε is large
+//   whenever std ≪ |μ| (std ≈ 0.1, |μ| ≈ 1 gives ≈ 2% error in the noise part of dlogvar); the regenerated t
+//   is the forward's own fp32 value, so the gradient is exact for the computed forward.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -207,6 +212,21 @@ SIMVAE_INLINE acc_t sample_chunk(const Problem<acc_t>& p, const scalar_t* mu, co
   return logvar_sum;
 }
 
+// The same rows taken from the forward's saved z: z as saved, t = z − μ (float32/float64 inputs).
+template <typename scalar_t, typename acc_t>
+SIMVAE_INLINE void saved_chunk(const Problem<acc_t>& p, const scalar_t* mu, const scalar_t* saved_z, int64_t base,
+                               int64_t d0, int64_t n, acc_t* t, acc_t* z) {
+  for (int64_t j = 0; j < p.views; ++j) {
+    const int64_t first = base + j * p.dims + d0;
+    acc_t* t_row = t + j * kChunk;
+    acc_t* z_row = z + j * kChunk;
+    for (int64_t i = 0; i < n; ++i) {
+      z_row[i] = static_cast<acc_t>(saved_z[first + i]);
+      t_row[i] = z_row[i] - static_cast<acc_t>(mu[first + i]);
+    }
+  }
+}
+
 // z̄ of the chunk's views into zbar[0..n).
 template <typename acc_t>
 SIMVAE_INLINE void chunk_mean(int64_t views, int64_t n, const acc_t* z, acc_t* zbar) {
@@ -261,8 +281,8 @@ SIMVAE_SIMD_CLONES void forward_groups(const Problem<acc_t>& p, const scalar_t* 
 template <typename scalar_t, typename acc_t>
 SIMVAE_SIMD_CLONES void backward_groups(const Problem<acc_t>& p, const scalar_t* grad_z, const acc_t* grad_log_prior,
                                         const acc_t* grad_entropy, const scalar_t* mu, const scalar_t* logvar,
-                                        const scalar_t* eps, scalar_t* grad_mu, scalar_t* grad_logvar,
-                                        int64_t g_begin, int64_t g_end) {
+                                        const scalar_t* eps, const scalar_t* saved_z, scalar_t* grad_mu,
+                                        scalar_t* grad_logvar, int64_t g_begin, int64_t g_end) {
   std::vector<acc_t> scratch(2 * p.views * kChunk + kChunk);
   acc_t* t = scratch.data();
   acc_t* z = t + p.views * kChunk;
@@ -275,7 +295,11 @@ SIMVAE_SIMD_CLONES void backward_groups(const Problem<acc_t>& p, const scalar_t*
     const acc_t a_dev = acc_t(2) * p.within * a, a_mean = acc_t(2) * p.mean * a / static_cast<acc_t>(p.views);
     for (int64_t d0 = 0; d0 < p.dims; d0 += kChunk) {
       const int64_t n = std::min(kChunk, p.dims - d0);
-      sample_chunk(p, mu, logvar, eps, base, d0, n, normals, t, z);
+      if (saved_z != nullptr) {
+        saved_chunk(p, mu, saved_z, base, d0, n, t, z);
+      } else {
+        sample_chunk(p, mu, logvar, eps, base, d0, n, normals, t, z);
+      }
       if (p.grouped) {
         chunk_mean(p.views, n, z, zbar);
       } else {
@@ -341,13 +365,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_forward_cpu(const at::Tens
 std::tuple<at::Tensor, at::Tensor> latent_backward_cpu(const at::Tensor& grad_z_in, const at::Tensor& grad_log_prior_in,
                                                        const at::Tensor& grad_entropy_in, const at::Tensor& mu_in,
                                                        const at::Tensor& logvar_in,
-                                                       const std::optional<at::Tensor>& eps_in, int64_t seed,
+                                                       const std::optional<at::Tensor>& eps_in,
+                                                       const std::optional<at::Tensor>& z_in, int64_t seed,
                                                        int64_t offset, double sigma2, c10::string_view prior_name) {
   const Checked checked = check_inputs(mu_in, logvar_in, eps_in, sigma2, prior_name);
+  check_saved_z(mu_in, z_in);
   const auto acc_type = mu_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   check_upstream(mu_in, grad_z_in, grad_log_prior_in, grad_entropy_in);
   const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
   const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
+  const at::Tensor saved_z = z_in.has_value() ? z_in->contiguous() : at::Tensor();
   const at::Tensor grad_z = grad_z_in.to(mu.scalar_type()).contiguous();
   const at::Tensor grad_log_prior = grad_log_prior_in.to(acc_type).contiguous();
   const at::Tensor grad_entropy = grad_entropy_in.to(acc_type).contiguous();
@@ -356,10 +383,11 @@ std::tuple<at::Tensor, at::Tensor> latent_backward_cpu(const at::Tensor& grad_z_
     using acc_t = at::opmath_type<scalar_t>;
     const Problem<acc_t> p = make_problem<acc_t>(mu, eps.defined(), seed, offset, checked.coefficients);
     const scalar_t* eps_ptr = eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* saved_z_ptr = saved_z.defined() ? saved_z.const_data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, mu.size(0), grain(mu), [&](int64_t begin, int64_t end) {
       backward_groups<scalar_t, acc_t>(p, grad_z.const_data_ptr<scalar_t>(), grad_log_prior.const_data_ptr<acc_t>(),
                                        grad_entropy.const_data_ptr<acc_t>(), mu.const_data_ptr<scalar_t>(),
-                                       logvar.const_data_ptr<scalar_t>(), eps_ptr,
+                                       logvar.const_data_ptr<scalar_t>(), eps_ptr, saved_z_ptr,
                                        grad_mu.mutable_data_ptr<scalar_t>(), grad_logvar.mutable_data_ptr<scalar_t>(),
                                        begin, end);
     });
@@ -376,7 +404,7 @@ TORCH_LIBRARY_FRAGMENT(simvae_fast, m) {
       "-> (Tensor z, Tensor log_prior, Tensor entropy)");
   m.def(
       "latent_backward(Tensor grad_z, Tensor grad_log_prior, Tensor grad_entropy, Tensor mu, Tensor logvar, "
-      "Tensor? eps, int seed, int offset, float sigma2, str prior) -> (Tensor grad_mu, Tensor grad_logvar)");
+      "Tensor? eps, Tensor? z, int seed, int offset, float sigma2, str prior) -> (Tensor grad_mu, Tensor grad_logvar)");
 }
 
 TORCH_LIBRARY_IMPL(simvae_fast, CPU, m) {
