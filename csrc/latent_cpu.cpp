@@ -2,12 +2,14 @@
 // forward and backward, and the schemas of the ops simvae_fast::latent_forward / latent_backward.
 //
 // Layout: mu, logvar, eps, z are contiguous [G, J, D]; element (g, j, d) is at i = (g·J + j)·D + d.
-// Noise: eps given, or ε_i = tl.randn(seed, offset + i) made here (philox.h + Box-Muller below), never stored.
+// Noise: eps given, or ε_i = tl.randn(seed, offset + i) made here (Philox: philox_avx2.h on AVX2 CPUs,
+// philox.h elsewhere; Box-Muller below), in the forward only for float32/float64, never stored.
 // Work: groups are split over threads (at::parallel_for, OpenMP); a group is swept in chunks of kChunk
-// dims, and a chunk's J·kChunk values of z (and std·ε) stay in a per-thread scratch in L1, so μ, logvar
-// (and ε) are read once from memory per direction and no G·J·D temporary exists. Inner loops are plain
-// loops over arrays (vectorised by gcc: the Philox rounds, the exp/log/cos below are branch-free);
-// target_clones compiles an AVX2+FMA copy chosen at load time next to the baseline one.
+// dims, and a chunk's J·kChunk values of z (and std·ε) stay in a per-thread scratch in L1, so each input
+// is read once from memory per direction and no G·J·D temporary exists. Inner loops are plain
+// loops over arrays (vectorised by gcc: the exp/log/cos/sqrt below are branch-free); target_clones compiles
+// an AVX2+FMA copy chosen at load time next to the baseline one. Philox is written with AVX2 intrinsics
+// (gcc's vectorisation of its 32×32→64-bit products is shuffle-heavy: ≈ 6× slower).
 //
 // Forward per group (math doc §2-3; coefficients in latent_prior.h):
 //   z_j = μ_j + exp(½ logvar_j) ⊙ ε_j
@@ -44,6 +46,9 @@
 #include "latent_op_checks.h"
 #include "latent_prior.h"
 #include "philox.h"
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#include "philox_avx2.h"
+#endif
 
 // Helpers are always_inline: gcc does not inline a plain function into a target_clones copy of another
 // architecture, and a call in a loop stops its vectorisation.
@@ -155,16 +160,52 @@ SIMVAE_INLINE float sqrt_f(float a) {
   return s + std::fma(-s, s, a) * (0.5f * y);
 }
 
-// out[i] = tl.randn(seed, counter0 + i) for i < n (Box-Muller on the first two Philox outputs).
-SIMVAE_INLINE void philox_normals(uint64_t seed, uint64_t counter0, int64_t n, float* out) {
+// out[i] = sqrt(−2 log max(u1[i], 1e-7)) · cos(2π u2[i]) for i < n: tl.randn's Box-Muller.
+SIMVAE_INLINE void box_muller(int64_t n, const float* u1, const float* u2, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float radius = sqrt_f(-2.0f * log_f(select(u1[i] < kMinUniform, kMinUniform, u1[i])));
+    out[i] = radius * cos_f(kTwoPiF * u2[i]);
+  }
+}
+
+// out[i] = tl.randn(seed, counter0 + i) for i < n ≤ kChunk. Two versions under gcc's function
+// multiversioning (the ifunc dispatch of target_clones, resolved once at load time): AVX2 Philox
+// (philox_avx2.h) on blocks of 8 counters where the CPU has AVX2 and FMA, the portable philox.h elsewhere;
+// both produce the same uniforms, bit for bit, and share the Box-Muller loop.
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target("default")))
+#endif
+void philox_normals(uint64_t seed, uint64_t counter0, int64_t n, float* out) {
+  float u1[kChunk], u2[kChunk];
   for (int64_t i = 0; i < n; ++i) {
     uint32_t bits0, bits1;
     philox_first_two(seed, counter0 + static_cast<uint64_t>(i), bits0, bits1);
-    const float u1 = uint32_to_uniform(bits0), u2 = uint32_to_uniform(bits1);
-    const float radius = sqrt_f(-2.0f * log_f(select(u1 < kMinUniform, kMinUniform, u1)));
-    out[i] = radius * cos_f(kTwoPiF * u2);
+    u1[i] = uint32_to_uniform(bits0);
+    u2[i] = uint32_to_uniform(bits1);
   }
+  box_muller(n, u1, u2, out);
 }
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target("avx2,fma"))) void philox_normals(uint64_t seed, uint64_t counter0, int64_t n, float* out) {
+  alignas(32) float u1[kChunk], u2[kChunk];
+  const PhiloxKeys keys = philox_keys(seed);
+  const int64_t blocks_end = n - n % 8;
+  for (int64_t i = 0; i < blocks_end; i += 8) {
+    __m256 block1, block2;
+    philox_uniforms_x8(keys, counter0 + static_cast<uint64_t>(i), block1, block2);
+    _mm256_store_ps(u1 + i, block1);
+    _mm256_store_ps(u2 + i, block2);
+  }
+  for (int64_t i = blocks_end; i < n; ++i) {
+    uint32_t bits0, bits1;
+    philox_first_two(seed, counter0 + static_cast<uint64_t>(i), bits0, bits1);
+    u1[i] = uint32_to_uniform(bits0);
+    u2[i] = uint32_to_uniform(bits1);
+  }
+  box_muller(n, u1, u2, out);
+}
+#endif
 
 SIMVAE_INLINE float exp_acc(float x) { return exp_f(x); }
 SIMVAE_INLINE double exp_acc(double x) { return std::exp(x); }
