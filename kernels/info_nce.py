@@ -20,6 +20,10 @@ exp(s_ip - pos_i), G_ik = w_i (P_ik - W_ik):
   from it: du_I += (G_IK + G_KI^T) c_K Z_K. Each program owns its rows of du, so no atomics and a
   deterministic result, for 2 N^2 exps and 4 N^2 D flops (the atomic half-triangle variant would save half
   the exps and a quarter of the flops but accumulate columns with fp32 atomics, non-deterministically).
+  Precision limit of this scheme: the forward computed lse_k from the tile S[K, I], the backward reuses S[I, K]
+  for exp(s_ki - lse_k), and a dot product's float32 rounding need not be symmetric, so P_ki carries a relative
+  error up to about an ulp of the largest logit: negligible for normalised rows (|s| <= 1/tau), visible only
+  for huge unnormalised logits (~4% of the gradient at |s| ~ 1e6; tests/test_extremes.py).
   When D > BLOCK_DV the tile is recomputed per D chunk. The positives' part of G + G^T
   (-w_i W_ip - w_p W_pi on the J-1 partners) is added per row, O(J D).
   _finish_backward_kernel: dL/dz_i = c_i (du_i - c_i^2 (z_i . du_i) z_i) for ||z_i|| > eps (normalize),

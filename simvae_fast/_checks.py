@@ -63,3 +63,16 @@ def check_prior_views(prior, views):
             f"prior: {prior!r} couples the views of a group and needs J >= 2 views, got J = {views}; "
             "use prior='standard' for one view"
         )
+
+
+# The fused kernels index with 64-bit integers, but nothing past this size has been run through them (and the
+# GPU grids have 2**31 - 1 blocks at most): larger inputs are refused rather than trusted untested.
+MAX_FUSED_ELEMENTS = 2**31 - 1
+
+
+def check_fused_size(name, t, backend):
+    if backend != "reference" and t.numel() > MAX_FUSED_ELEMENTS:
+        raise ValueError(
+            f"{name}: expected at most {MAX_FUSED_ELEMENTS} (2**31 - 1) elements for the fused {backend!r} backend, "
+            f"got {t.numel()} (shape {tuple(t.shape)}); split the batch or use backend='reference'"
+        )

@@ -30,8 +30,7 @@ def _extension():
     return _C
 
 
-@functools.cache
-def _availability(name):
+def _probe(name):
     if name == "reference":
         return Availability(True, "pure PyTorch")
     if name in ("cpu", "cuda"):
@@ -55,6 +54,16 @@ def _availability(name):
     return Availability(False, "no GPU, and TRITON_INTERPRET is not 1")
 
 
+_AVAILABILITY = {}
+
+
+def _availability(name):
+    """Probed once per process (a plain dict, which torch.compile reads without tracing the probe)."""
+    if name not in _AVAILABILITY:
+        _AVAILABILITY[name] = _probe(name)
+    return _AVAILABILITY[name]
+
+
 def interpreting():
     return os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -62,6 +71,9 @@ def interpreting():
 def backends():
     """{name: Availability(usable, reason)} for every backend."""
     return {name: _availability(name) for name in BACKENDS}
+
+
+backends()  # probe at import, outside any compiled region
 
 
 def _serves(name, device):

@@ -8,7 +8,7 @@ import functools
 import torch
 
 from simvae_fast import reference
-from simvae_fast._checks import check_choice, check_latent, check_positive
+from simvae_fast._checks import check_choice, check_fused_size, check_latent, check_positive
 from simvae_fast.backends import resolve_backend
 from simvae_fast.ops import info_nce as fused
 
@@ -28,7 +28,8 @@ def info_nce(z, *, temperature=0.5, normalize=True, positives="mean", reduction=
     accumulation (fp64 for float64 z). A tensor temperature must be on z's device (any float dtype:
     it is used in the accumulation dtype, so a float32 learnable temperature works with bfloat16 z).
     NaN: a NaN anywhere in z makes the loss NaN (every row's denominator sees every row), and so its
-    gradients; the kernels neither raise nor hang on it.
+    gradients; the kernels neither raise nor hang on it. An infinite element behaves the same way (with
+    normalize=True it normalises to NaN). The fused backends take at most 2**31 - 1 elements.
     """
     check_latent("z", z)
     if z.shape[1] < 2:
@@ -39,4 +40,5 @@ def info_nce(z, *, temperature=0.5, normalize=True, positives="mean", reduction=
     check_choice("positives", positives, reference.POSITIVES)
     check_choice("reduction", reduction, reference.REDUCTIONS)
     name = resolve_backend(backend, z.device, tuple(IMPLEMENTATIONS))
+    check_fused_size("z", z, name)
     return IMPLEMENTATIONS[name](z, temperature, normalize, positives, reduction)

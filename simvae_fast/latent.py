@@ -8,7 +8,13 @@ from typing import NamedTuple
 import torch
 
 from simvae_fast import reference
-from simvae_fast._checks import check_choice, check_positive, check_prior_views, check_same_latents
+from simvae_fast._checks import (
+    check_choice,
+    check_fused_size,
+    check_positive,
+    check_prior_views,
+    check_same_latents,
+)
 from simvae_fast.backends import resolve_backend
 from simvae_fast.ops import latent as latent_ops
 
@@ -54,6 +60,11 @@ def simvae_latent(mu, logvar, *, sigma2=0.15, prior="gaussian", seed=None, offse
     Noise: `eps` shaped like mu, or counter-based normals from (seed, offset) equal to Triton's
     tl.randn(seed, offset + i) for element i (seed=None draws one from torch's default generator).
     Returns LatentOut(z, log_prior, entropy); differentiable in mu and logvar through all three.
+
+    NaN/Inf: propagated, never raised on, on every backend: a NaN or infinite mu, logvar or eps element makes
+    that element's z (and its gradients) non-finite, and the log prior of its group; the entropy of a group is
+    non-finite only if its logvar is. Other groups are untouched. The fused backends take at most 2**31 - 1
+    elements (a clear error beyond).
     """
     check_same_latents(mu=mu, logvar=logvar, eps=eps)
     check_choice("prior", prior, reference.PRIORS)
@@ -66,4 +77,5 @@ def simvae_latent(mu, logvar, *, sigma2=0.15, prior="gaussian", seed=None, offse
         if not isinstance(offset, int) or not 0 <= offset < 2**62:
             raise ValueError(f"offset: expected an int in [0, 2**62), got {offset!r}")
     name = resolve_backend(backend, mu.device, tuple(IMPLEMENTATIONS))
+    check_fused_size("mu", mu, name)
     return LatentOut(*IMPLEMENTATIONS[name](mu, logvar, eps, seed, offset, float(sigma2), prior))

@@ -1,0 +1,101 @@
+"""Batched augmentations: shapes, ranges, determinism under a seeded generator, and the geometry of crop and flip."""
+import math
+
+import pytest
+import torch
+
+from simvae_fast import augment
+
+IMAGES = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def generator(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("recipe", list(augment.RECIPES))
+@pytest.mark.parametrize("views", [1, 3])
+def test_shapes_range_and_determinism(recipe, views):
+    a = augment.make_views(IMAGES, views, recipe, generator(7))
+    assert a.shape == (5, views, 1, 28, 28) and a.dtype == torch.float32
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    assert torch.equal(a, augment.make_views(IMAGES, views, recipe, generator(7)))
+    assert not torch.equal(a, augment.make_views(IMAGES, views, recipe, generator(8)))
+    if views > 1:  # views of one image are drawn independently
+        assert not torch.equal(a[:, 0], a[:, 1])
+
+
+def test_identity_recipe_returns_the_images():
+    identity = augment.Recipe(scale=(1.0, 1.0), ratio=(1.0, 1.0), vertical_flip=0.0, horizontal_flip=0.0,
+                              jitter=0.0, jitter_strength=0.0)
+    out = augment.make_views(IMAGES, 2, identity, generator(0))
+    expected = IMAGES.float() / 255.0
+    torch.testing.assert_close(out[:, 0], expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[:, 1], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("axis", ["vertical", "horizontal"])
+def test_flips_mirror_the_right_axis(axis):
+    flip = augment.Recipe(scale=(1.0, 1.0), ratio=(1.0, 1.0), vertical_flip=float(axis == "vertical"),
+                          horizontal_flip=float(axis == "horizontal"), jitter=0.0, jitter_strength=0.0)
+    out = augment.make_views(IMAGES, 1, flip, generator(0))[:, 0]
+    dim = -2 if axis == "vertical" else -1
+    torch.testing.assert_close(out, (IMAGES.float() / 255.0).flip(dim), atol=1e-5, rtol=0)
+
+
+def test_fixed_crop_samples_the_box():
+    """A crop of half the width and height at the top-left corner, upsampled 2x, against pixels read directly:
+    output pixel (i, j) of a 2x bilinear upsampling lies at input position (i - 0.5) / 2 (pixel centres)."""
+    image = torch.arange(28 * 28, dtype=torch.float32).view(1, 1, 28, 28) / (28 * 28)
+    crop = augment.Recipe(scale=(0.25, 0.25), ratio=(1.0, 1.0), vertical_flip=0.0, horizontal_flip=0.0,
+                          jitter=0.0, jitter_strength=0.0)
+    g = generator(0)
+    state = g.get_state()
+    _, _, cx, cy = augment.crop_boxes(1, crop.scale, crop.ratio, g, "cpu")
+    g.set_state(state)
+    out = augment.crop_and_flip(image, crop, g)[0, 0]
+    # the box is [c - 0.5, c + 0.5] in [-1, 1] coordinates: its left edge in pixels is (c - 0.5 + 1) * 14
+    left, top = (float(cx) + 0.5) * 14, (float(cy) + 0.5) * 14
+    for i, j in [(5, 9), (13, 2), (20, 20)]:
+        y, x = top + (i + 0.5) / 2 - 0.5, left + (j + 0.5) / 2 - 0.5
+        y0, x0 = math.floor(y), math.floor(x)
+        wy, wx = y - y0, x - x0
+        p = image[0, 0]
+        expected = ((1 - wy) * ((1 - wx) * p[y0, x0] + wx * p[y0, x0 + 1])
+                    + wy * ((1 - wx) * p[y0 + 1, x0] + wx * p[y0 + 1, x0 + 1]))
+        assert abs(float(out[i, j]) - float(expected)) < 1e-5
+
+
+def test_crop_boxes_follow_the_recipe():
+    recipe = augment.RECIPES["official"]
+    w, h, cx, cy = augment.crop_boxes(4000, recipe.scale, recipe.ratio, generator(1), "cpu")
+    area, ratio = w * h, w / h
+    assert (area >= 0.4 - 1e-6).all() and (area <= 1 + 1e-6).all()
+    assert (ratio >= 0.75 - 1e-5).all() and (ratio <= 1.3 + 1e-5).all()
+    assert ((cx.abs() + w) <= 1 + 1e-6).all() and ((cy.abs() + h) <= 1 + 1e-6).all()  # inside the image
+    assert area.min() < 0.45 and area.max() > 0.95  # the whole range is drawn
+
+
+def test_vertical_flip_probability_is_about_half():
+    recipe = augment.RECIPES["official"]
+    images = (torch.arange(28.0) / 27).view(1, 1, 28, 1).expand(2000, 1, 28, 28)  # brighter downwards
+    out = augment.crop_and_flip(images, recipe, generator(2))
+    flipped = (out[:, 0, -1].mean(dim=1) < out[:, 0, 0].mean(dim=1)).float().mean()  # brighter upwards
+    assert 0.45 < float(flipped) < 0.55
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="'official', 'simclr'"):
+        augment.make_views(IMAGES, 2, "autoaugment", generator(0))
+    with pytest.raises(ValueError, match="views"):
+        augment.make_views(IMAGES, 0, "official", generator(0))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        augment.make_views(IMAGES[0], 2, "official", generator(0))
+
+
+@pytest.mark.gpu
+def test_cuda_generator_gives_the_same_views_twice():
+    images = IMAGES.cuda()
+    a = augment.make_views(images, 2, "simclr", torch.Generator("cuda").manual_seed(3))
+    b = augment.make_views(images, 2, "simclr", torch.Generator("cuda").manual_seed(3))
+    assert a.device.type == "cuda" and torch.equal(a, b)
