@@ -2,12 +2,14 @@
 // forward and backward, and the schemas of the ops simvae_fast::latent_forward / latent_backward.
 //
 // Layout: mu, logvar, eps, z are contiguous [G, J, D]; element (g, j, d) is at i = (g·J + j)·D + d.
-// Noise: eps given, or ε_i = tl.randn(seed, offset + i) made here (philox.h + Box-Muller below), never stored.
+// Noise: eps given, or ε_i = tl.randn(seed, offset + i) made here (Philox: philox_avx2.h on AVX2 CPUs,
+// philox.h elsewhere; Box-Muller below), in the forward only for float32/float64, never stored.
 // Work: groups are split over threads (at::parallel_for, OpenMP); a group is swept in chunks of kChunk
-// dims, and a chunk's J·kChunk values of z (and std·ε) stay in a per-thread scratch in L1, so μ, logvar
-// (and ε) are read once from memory per direction and no G·J·D temporary exists. Inner loops are plain
-// loops over arrays (vectorised by gcc: the Philox rounds, the exp/log/cos below are branch-free);
-// target_clones compiles an AVX2+FMA copy chosen at load time next to the baseline one.
+// dims, and a chunk's J·kChunk values of z (and std·ε) stay in a per-thread scratch in L1, so each input
+// is read once from memory per direction and no G·J·D temporary exists. Inner loops are plain
+// loops over arrays (vectorised by gcc: the exp/log/cos/sqrt below are branch-free); target_clones compiles
+// an AVX2+FMA copy chosen at load time next to the baseline one. Philox is written with AVX2 intrinsics
+// (gcc's vectorisation of its 32×32→64-bit products is shuffle-heavy: ≈ 6× slower).
 //
 // Forward per group (math doc §2-3; coefficients in latent_prior.h):
 //   z_j = μ_j + exp(½ logvar_j) ⊙ ε_j
@@ -15,14 +17,19 @@
 //                   log p = const − within·S_w − mean·M
 //   standard:       log p = const − within·Σ_j ‖z_j‖²
 //   H = entropy_const + ½ Σ logvar
-// Backward per group, a = ∂L/∂log p_g, b = ∂L/∂H_g, recomputing z and t = std ⊙ ε exactly as the forward:
+// Backward per group, a = ∂L/∂log p_g, b = ∂L/∂H_g, with z and t = std ⊙ ε of the forward:
 //   ∂log p/∂z_j = −2·within·(z_j − z̄) − (2·mean/J)·z̄   (grouped),   −2·within·z_j   (standard)
 //   dz_total = dz + a·∂log p/∂z;  dμ = dz_total;  dlogvar = dz_total ⊙ ε ⊙ ½ exp(½ logvar) + ½ b
 //                                                          = ½ · dz_total ⊙ t + ½ b
-// ε is regenerated (or re-read) in the backward rather than recovered from the saved z as (z − μ): with
-// a bf16 z, z − μ carries an absolute error ≈ 2⁻⁹|z|, which relative to std·ε is large whenever std ≪ |μ|
-// (trained encoders: std ≈ 0.1, |μ| ≈ 1 gives ≈ 2% error in the noise part of dlogvar); the regenerated
-// t is the forward's own fp32 value, so the gradient is exact for the computed forward.
+// Where z and t come from (the autograd glue, simvae_fast/ops/latent.py, picks by dtype):
+// - float32/float64: the saved z output (`z` argument), t = z − μ. No ε is made or read, no exp, and logvar
+//   is not read. z = fl(μ + t), so fl(z − μ) = t + δ with |δ| ≤ 2⁻²⁴(|z| + |t|) in fp32 (2⁻⁵³ in fp64): a
+//   relative error ≈ 2⁻²⁴·|z|/|t| of the noise part of dlogvar (≈ 6e-7 for std ≈ 0.1, |μ| ≈ 1), below the
+//   fp32 rounding of the output itself; z and z̄ are the forward's own values.
+// - float16/bfloat16 (`z` absent): z and t are recomputed in fp32 exactly as the forward, ε regenerated (or
+//   re-read). With a bf16 z, z − μ would carry an absolute error ≈ 2⁻⁹|z|, which relative to std·ε is large
+//   whenever std ≪ |μ| (std ≈ 0.1, |μ| ≈ 1 gives ≈ 2% error in the noise part of dlogvar); the regenerated t
+//   is the forward's own fp32 value, so the gradient is exact for the computed forward.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -39,6 +46,9 @@
 #include "latent_op_checks.h"
 #include "latent_prior.h"
 #include "philox.h"
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#include "philox_avx2.h"
+#endif
 
 // Helpers are always_inline: gcc does not inline a plain function into a target_clones copy of another
 // architecture, and a call in a loop stops its vectorisation.
@@ -150,16 +160,63 @@ SIMVAE_INLINE float sqrt_f(float a) {
   return s + std::fma(-s, s, a) * (0.5f * y);
 }
 
-// out[i] = tl.randn(seed, counter0 + i) for i < n (Box-Muller on the first two Philox outputs).
-SIMVAE_INLINE void philox_normals(uint64_t seed, uint64_t counter0, int64_t n, float* out) {
+// tl.randn's Box-Muller, out[i] = sqrt(−2 log max(u1[i], 1e-7)) · cos(2π u2[i]) for i < n, in two steps:
+// radius2_begin leaves −2 log max(u1, 1e-7) in radius2 and cos(2π u2) in out; radius2_end multiplies in the
+// square root (the AVX2 path takes it with vsqrtps, which makes Box-Muller 1.6× faster; vsqrtps and sqrt_f
+// are both correctly rounded, so the same bits).
+SIMVAE_INLINE void radius2_begin(int64_t n, const float* u1, const float* u2, float* radius2, float* out) {
+  for (int64_t i = 0; i < n; ++i) radius2[i] = -2.0f * log_f(select(u1[i] < kMinUniform, kMinUniform, u1[i]));
+  for (int64_t i = 0; i < n; ++i) out[i] = cos_f(kTwoPiF * u2[i]);
+}
+
+SIMVAE_INLINE void radius2_end(int64_t begin, int64_t n, const float* radius2, float* out) {
+  for (int64_t i = begin; i < n; ++i) out[i] *= sqrt_f(radius2[i]);
+}
+
+// out[i] = tl.randn(seed, counter0 + i) for i < n ≤ kChunk. Two versions under gcc's function
+// multiversioning (the ifunc dispatch of target_clones, resolved once at load time): AVX2 Philox
+// (philox_avx2.h) on blocks of 8 counters where the CPU has AVX2 and FMA, the portable philox.h elsewhere;
+// both produce the same uniforms, bit for bit (normals agree to fp32 rounding: the AVX2+FMA copy may
+// contract the log/cos polynomials into FMAs).
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target("default")))
+#endif
+void philox_normals(uint64_t seed, uint64_t counter0, int64_t n, float* out) {
+  float u1[kChunk], u2[kChunk], radius2[kChunk];
   for (int64_t i = 0; i < n; ++i) {
     uint32_t bits0, bits1;
     philox_first_two(seed, counter0 + static_cast<uint64_t>(i), bits0, bits1);
-    const float u1 = uint32_to_uniform(bits0), u2 = uint32_to_uniform(bits1);
-    const float radius = sqrt_f(-2.0f * log_f(select(u1 < kMinUniform, kMinUniform, u1)));
-    out[i] = radius * cos_f(kTwoPiF * u2);
+    u1[i] = uint32_to_uniform(bits0);
+    u2[i] = uint32_to_uniform(bits1);
   }
+  radius2_begin(n, u1, u2, radius2, out);
+  radius2_end(0, n, radius2, out);
 }
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target("avx2,fma"))) void philox_normals(uint64_t seed, uint64_t counter0, int64_t n, float* out) {
+  alignas(32) float u1[kChunk], u2[kChunk], radius2[kChunk];
+  const PhiloxKeys keys = philox_keys(seed);
+  const int64_t blocks_end = n - n % 8;
+  for (int64_t i = 0; i < blocks_end; i += 8) {
+    __m256 block1, block2;
+    philox_uniforms_x8(keys, counter0 + static_cast<uint64_t>(i), block1, block2);
+    _mm256_store_ps(u1 + i, block1);
+    _mm256_store_ps(u2 + i, block2);
+  }
+  for (int64_t i = blocks_end; i < n; ++i) {
+    uint32_t bits0, bits1;
+    philox_first_two(seed, counter0 + static_cast<uint64_t>(i), bits0, bits1);
+    u1[i] = uint32_to_uniform(bits0);
+    u2[i] = uint32_to_uniform(bits1);
+  }
+  radius2_begin(n, u1, u2, radius2, out);
+  for (int64_t i = 0; i < blocks_end; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), _mm256_sqrt_ps(_mm256_load_ps(radius2 + i))));
+  }
+  radius2_end(blocks_end, n, radius2, out);
+}
+#endif
 
 SIMVAE_INLINE float exp_acc(float x) { return exp_f(x); }
 SIMVAE_INLINE double exp_acc(double x) { return std::exp(x); }
@@ -205,6 +262,21 @@ SIMVAE_INLINE acc_t sample_chunk(const Problem<acc_t>& p, const scalar_t* mu, co
     }
   }
   return logvar_sum;
+}
+
+// The same rows taken from the forward's saved z: z as saved, t = z − μ (float32/float64 inputs).
+template <typename scalar_t, typename acc_t>
+SIMVAE_INLINE void saved_chunk(const Problem<acc_t>& p, const scalar_t* mu, const scalar_t* saved_z, int64_t base,
+                               int64_t d0, int64_t n, acc_t* t, acc_t* z) {
+  for (int64_t j = 0; j < p.views; ++j) {
+    const int64_t first = base + j * p.dims + d0;
+    acc_t* t_row = t + j * kChunk;
+    acc_t* z_row = z + j * kChunk;
+    for (int64_t i = 0; i < n; ++i) {
+      z_row[i] = static_cast<acc_t>(saved_z[first + i]);
+      t_row[i] = z_row[i] - static_cast<acc_t>(mu[first + i]);
+    }
+  }
 }
 
 // z̄ of the chunk's views into zbar[0..n).
@@ -261,8 +333,8 @@ SIMVAE_SIMD_CLONES void forward_groups(const Problem<acc_t>& p, const scalar_t* 
 template <typename scalar_t, typename acc_t>
 SIMVAE_SIMD_CLONES void backward_groups(const Problem<acc_t>& p, const scalar_t* grad_z, const acc_t* grad_log_prior,
                                         const acc_t* grad_entropy, const scalar_t* mu, const scalar_t* logvar,
-                                        const scalar_t* eps, scalar_t* grad_mu, scalar_t* grad_logvar,
-                                        int64_t g_begin, int64_t g_end) {
+                                        const scalar_t* eps, const scalar_t* saved_z, scalar_t* grad_mu,
+                                        scalar_t* grad_logvar, int64_t g_begin, int64_t g_end) {
   std::vector<acc_t> scratch(2 * p.views * kChunk + kChunk);
   acc_t* t = scratch.data();
   acc_t* z = t + p.views * kChunk;
@@ -275,7 +347,11 @@ SIMVAE_SIMD_CLONES void backward_groups(const Problem<acc_t>& p, const scalar_t*
     const acc_t a_dev = acc_t(2) * p.within * a, a_mean = acc_t(2) * p.mean * a / static_cast<acc_t>(p.views);
     for (int64_t d0 = 0; d0 < p.dims; d0 += kChunk) {
       const int64_t n = std::min(kChunk, p.dims - d0);
-      sample_chunk(p, mu, logvar, eps, base, d0, n, normals, t, z);
+      if (saved_z != nullptr) {
+        saved_chunk(p, mu, saved_z, base, d0, n, t, z);
+      } else {
+        sample_chunk(p, mu, logvar, eps, base, d0, n, normals, t, z);
+      }
       if (p.grouped) {
         chunk_mean(p.views, n, z, zbar);
       } else {
@@ -341,13 +417,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_forward_cpu(const at::Tens
 std::tuple<at::Tensor, at::Tensor> latent_backward_cpu(const at::Tensor& grad_z_in, const at::Tensor& grad_log_prior_in,
                                                        const at::Tensor& grad_entropy_in, const at::Tensor& mu_in,
                                                        const at::Tensor& logvar_in,
-                                                       const std::optional<at::Tensor>& eps_in, int64_t seed,
+                                                       const std::optional<at::Tensor>& eps_in,
+                                                       const std::optional<at::Tensor>& z_in, int64_t seed,
                                                        int64_t offset, double sigma2, c10::string_view prior_name) {
   const Checked checked = check_inputs(mu_in, logvar_in, eps_in, sigma2, prior_name);
+  check_saved_z(mu_in, z_in);
   const auto acc_type = mu_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   check_upstream(mu_in, grad_z_in, grad_log_prior_in, grad_entropy_in);
   const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
   const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
+  const at::Tensor saved_z = z_in.has_value() ? z_in->contiguous() : at::Tensor();
   const at::Tensor grad_z = grad_z_in.to(mu.scalar_type()).contiguous();
   const at::Tensor grad_log_prior = grad_log_prior_in.to(acc_type).contiguous();
   const at::Tensor grad_entropy = grad_entropy_in.to(acc_type).contiguous();
@@ -356,10 +435,11 @@ std::tuple<at::Tensor, at::Tensor> latent_backward_cpu(const at::Tensor& grad_z_
     using acc_t = at::opmath_type<scalar_t>;
     const Problem<acc_t> p = make_problem<acc_t>(mu, eps.defined(), seed, offset, checked.coefficients);
     const scalar_t* eps_ptr = eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* saved_z_ptr = saved_z.defined() ? saved_z.const_data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, mu.size(0), grain(mu), [&](int64_t begin, int64_t end) {
       backward_groups<scalar_t, acc_t>(p, grad_z.const_data_ptr<scalar_t>(), grad_log_prior.const_data_ptr<acc_t>(),
                                        grad_entropy.const_data_ptr<acc_t>(), mu.const_data_ptr<scalar_t>(),
-                                       logvar.const_data_ptr<scalar_t>(), eps_ptr,
+                                       logvar.const_data_ptr<scalar_t>(), eps_ptr, saved_z_ptr,
                                        grad_mu.mutable_data_ptr<scalar_t>(), grad_logvar.mutable_data_ptr<scalar_t>(),
                                        begin, end);
     });
@@ -376,7 +456,7 @@ TORCH_LIBRARY_FRAGMENT(simvae_fast, m) {
       "-> (Tensor z, Tensor log_prior, Tensor entropy)");
   m.def(
       "latent_backward(Tensor grad_z, Tensor grad_log_prior, Tensor grad_entropy, Tensor mu, Tensor logvar, "
-      "Tensor? eps, int seed, int offset, float sigma2, str prior) -> (Tensor grad_mu, Tensor grad_logvar)");
+      "Tensor? eps, Tensor? z, int seed, int offset, float sigma2, str prior) -> (Tensor grad_mu, Tensor grad_logvar)");
 }
 
 TORCH_LIBRARY_IMPL(simvae_fast, CPU, m) {

@@ -38,6 +38,15 @@ inline Checked check_inputs(const at::Tensor& mu, const at::Tensor& logvar, cons
   return {prior, latent_coefficients(prior, sigma2, views, dims)};
 }
 
+// The forward's z handed to the backward (t = z − μ is taken from it): like mu in shape, dtype and device.
+inline void check_saved_z(const at::Tensor& mu, const std::optional<at::Tensor>& z) {
+  if (!z.has_value()) return;
+  TORCH_CHECK(z->sizes() == mu.sizes(), "z: expected shape ", mu.sizes(), " like mu, got ", z->sizes());
+  TORCH_CHECK(z->scalar_type() == mu.scalar_type(), "z: expected dtype ", mu.scalar_type(), " like mu, got ",
+              z->scalar_type());
+  TORCH_CHECK(z->device() == mu.device(), "z: expected device ", mu.device(), " like mu, got ", z->device());
+}
+
 inline void check_upstream(const at::Tensor& mu, const at::Tensor& grad_z, const at::Tensor& grad_log_prior,
                            const at::Tensor& grad_entropy) {
   TORCH_CHECK(grad_z.sizes() == mu.sizes(), "grad_z: expected shape ", mu.sizes(), ", got ", grad_z.sizes());

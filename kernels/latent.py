@@ -68,13 +68,15 @@ def _latent_forward_kernel(
 
 @triton.jit
 def _latent_backward_kernel(
-    grad_z_ptr, grad_log_prior_ptr, grad_entropy_ptr, mu_ptr, logvar_ptr, eps_ptr,
+    grad_z_ptr, grad_log_prior_ptr, grad_entropy_ptr, mu_ptr, logvar_ptr, eps_ptr, saved_z_ptr,
     grad_mu_ptr, grad_logvar_ptr, coef_ptr,
     seed, offset, J, D,
-    GROUPED: tl.constexpr, EPS_GIVEN: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
+    GROUPED: tl.constexpr, EPS_GIVEN: tl.constexpr, Z_SAVED: tl.constexpr, BLOCK_J: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
-    # One program per (group, D-tile); z and t = std·ε are recomputed exactly as in the forward (ε regenerated
-    # from (seed, offset + i) or re-read), a = ∂L/∂log p_g, b = ∂L/∂H_g:
+    # One program per (group, D-tile); z and t = std·ε are the forward's: with Z_SAVED (float32/float64) the
+    # saved z and t = z − μ (relative error ≈ 2⁻²⁴·|z|/|t| in fp32, see csrc/latent_cpu.cpp), else recomputed
+    # exactly as in the forward (ε regenerated from (seed, offset + i) or re-read); a = ∂L/∂log p_g, b = ∂L/∂H_g:
     #   ∂log p/∂z_j = −2·within·(z_j − z̄) − (2·mean/J)·z̄   (grouped; Σ_j (z_j − z̄) = 0 removes the z̄ path of S_w)
     #               = −2·within·z_j                        (standard)
     #   dz_total = dz + a·∂log p/∂z;  dμ = dz_total;  dlogvar = dz_total·ε·½exp(½ logvar) + ½b = ½·dz_total·t + ½b
@@ -85,14 +87,18 @@ def _latent_backward_kernel(
     mask = (views < J) & (dims < D)
     index = group * J * D + views * D + dims
     mu = tl.load(mu_ptr + index, mask=mask, other=0.0).to(acc_dtype)
-    logvar = tl.load(logvar_ptr + index, mask=mask, other=0.0).to(acc_dtype)
     grad_z = tl.load(grad_z_ptr + index, mask=mask, other=0.0).to(acc_dtype)
-    if EPS_GIVEN:
-        eps = tl.load(eps_ptr + index, mask=mask, other=0.0).to(acc_dtype)
+    if Z_SAVED:
+        z = tl.load(saved_z_ptr + index, mask=mask, other=0.0).to(acc_dtype)
+        t = z - mu
     else:
-        eps = tl.randn(seed, offset + index).to(acc_dtype)
-    t = tl.exp(0.5 * logvar) * eps
-    z = tl.where(mask, mu + t, 0.0)
+        logvar = tl.load(logvar_ptr + index, mask=mask, other=0.0).to(acc_dtype)
+        if EPS_GIVEN:
+            eps = tl.load(eps_ptr + index, mask=mask, other=0.0).to(acc_dtype)
+        else:
+            eps = tl.randn(seed, offset + index).to(acc_dtype)
+        t = tl.exp(0.5 * logvar) * eps
+        z = tl.where(mask, mu + t, 0.0)
     a = tl.load(grad_log_prior_ptr + group).to(acc_dtype)
     half_b = 0.5 * tl.load(grad_entropy_ptr + group).to(acc_dtype)
     within = tl.load(coef_ptr)
@@ -161,10 +167,11 @@ def latent_forward(mu, logvar, eps, seed, offset, sigma2, prior):
     return z, log_prior, entropy
 
 
-def latent_backward(grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, seed, offset, sigma2, prior):
-    """Launch the backward: (grad_mu, grad_logvar), both [G,J,D] in mu's dtype."""
+def latent_backward(grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, z, seed, offset, sigma2, prior):
+    """Launch the backward: (grad_mu, grad_logvar), both [G,J,D] in mu's dtype; z: the forward's z or None."""
     mu, logvar = mu.contiguous(), logvar.contiguous()
     eps = None if eps is None else eps.contiguous()
+    z = None if z is None else z.contiguous()
     grad_z = grad_z.to(mu.dtype).contiguous()
     G, J, D = mu.shape
     acc = accumulation_dtype(mu.dtype)
@@ -176,9 +183,9 @@ def latent_backward(grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, seed,
     grouped = prior_coefficients(prior, sigma2, J, D)[0]
     block_j, block_d = _blocks(J, D)
     _latent_backward_kernel[(G, triton.cdiv(D, block_d))](
-        grad_z, grad_log_prior, grad_entropy, mu, logvar, mu if eps is None else eps,
+        grad_z, grad_log_prior, grad_entropy, mu, logvar, mu if eps is None else eps, mu if z is None else z,
         grad_mu, grad_logvar, _coefficient_tensor(prior, sigma2, J, D, acc, mu.device),
         seed, offset, J, D,
-        GROUPED=grouped, EPS_GIVEN=eps is not None, BLOCK_J=block_j, BLOCK_D=block_d,
+        GROUPED=grouped, EPS_GIVEN=eps is not None, Z_SAVED=z is not None, BLOCK_J=block_j, BLOCK_D=block_d,
     )
     return grad_mu, grad_logvar

@@ -157,6 +157,76 @@ def test_backward_bf16_beats_saved_z():
     assert kernel_error < saved_z_error / 4, (kernel_error, saved_z_error)
 
 
+def backward_ops():
+    ops = []
+    if "cpu" in KERNEL_BACKENDS:
+        ops.append(("cpu", torch.ops.simvae_fast.latent_forward, torch.ops.simvae_fast.latent_backward))
+    if "triton" in KERNEL_BACKENDS:
+        import simvae_fast.ops.latent as latent_ops
+
+        ops.append(("triton", latent_ops.latent_triton_forward, latent_ops.latent_triton_backward))
+    return ops
+
+
+@pytest.mark.parametrize("backend,forward_op,backward_op", backward_ops(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("noise", ["eps", "seed"])
+def test_backward_op_takes_std_eps_from_saved_z(backend, forward_op, backward_op, dtype, noise):
+    """Given z, the backward op uses z and z − μ (moving z moves the gradients as the formula says); without
+    z it recomputes them, and both agree with the reference."""
+    G, J, D = (3, 3, 130) if backend == "cpu" else (2, 3, 10)
+    mu, logvar, eps = latents(G, J, D, dtype, seed=D)
+    eps = eps if noise == "eps" else None
+    call = (11, 2**32 - 5, 0.3, "gaussian")
+    z, _, _ = forward_op(mu, logvar, eps, *call)
+    upstream = random_upstream(mu)
+    reference_noise = {"eps": eps} if noise == "eps" else {"seed": 11, "offset": 2**32 - 5}
+    expected = forward_backward("reference", mu, logvar, upstream, prior="gaussian", sigma2=0.3, **reference_noise)
+    rtol = TOLERANCE[dtype] if noise == "eps" or dtype == torch.float32 else 2e-6
+    for saved in (z, None):
+        grads = backward_op(*upstream, mu, logvar, eps, saved, *call)
+        check_written(*grads)
+        for name, actual, e in zip(("grad_mu", "grad_logvar"), grads, expected[3:]):
+            assert_close_scaled(actual, e, rtol, name)
+    # A z moved by 1 on view 0: dlogvar = ½·dμ·(z − μ) + ½b must follow the given z, and z̄ moves dμ.
+    moved = z.clone()
+    moved[:, 0] += 1.0
+    half_b = 0.5 * upstream[2].to(dtype)[:, None, None]
+    grad_mu, grad_logvar = backward_op(*upstream, mu, logvar, eps, z, *call)
+    moved_mu, moved_logvar = backward_op(*upstream, mu, logvar, eps, moved, *call)
+    assert_close_scaled(moved_logvar, 0.5 * moved_mu * (moved - mu) + half_b, TOLERANCE[dtype], "moved grad_logvar")
+    assert (moved_mu - grad_mu).abs().min() > 1e-3 and (moved_logvar - grad_logvar).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_z_saved_only_when_backward_uses_it(backend, dtype):
+    """float32/float64 save the output z (modifying it in place then breaks backward, as for any saved
+    tensor); float16/bfloat16 do not save it."""
+    mu, logvar, _ = latents(2, 2, 3, dtype)
+    mu.requires_grad_()
+    out = simvae_latent(mu, logvar, seed=1, backend=backend)
+    out.z.add_(1.0)
+    loss = out.z.sum() + out.log_prior.sum()
+    if dtype == torch.bfloat16:
+        loss.backward()
+        check_written(mu.grad)
+    else:
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+
+
+@pytest.mark.skipif("cpu" not in KERNEL_BACKENDS, reason="C++ extension not built")
+def test_bad_z_to_the_raw_backward_op():
+    mu, logvar, _ = latents(3, 2, 4, torch.float32)
+    upstream = random_upstream(mu)
+    op = torch.ops.simvae_fast.latent_backward
+    with pytest.raises(RuntimeError, match="z: expected shape"):
+        op(*upstream, mu, logvar, None, mu[:, :, :2], 0, 0, 0.15, "gaussian")
+    with pytest.raises(RuntimeError, match="z: expected dtype"):
+        op(*upstream, mu, logvar, None, mu.double(), 0, 0, 0.15, "gaussian")
+
+
 @pytest.mark.skipif("cpu" not in KERNEL_BACKENDS, reason="C++ extension not built")
 @pytest.mark.parametrize("prior,J", [("gaussian", 3), ("flat", 2), ("official", 2), ("standard", 1)])
 def test_gradcheck_cpu(prior, J):

@@ -7,13 +7,13 @@
 //   S_w = Σ_d Σ_j (z_jd − z̄_d)²,  M = Σ_d z̄_d²  (standard: S = Σ z²),  Σ logvar
 // and writes log p = const − within·S_w − mean·M and H = entropy_const + ½ Σ logvar (coefficients:
 // csrc/latent_prior.h).
-// Backward: one thread per (group, dim) column, blocks over (group, dim tile). Pass 1 over the views
-// recomputes z to get z̄_d; pass 2 recomputes z and t = std·ε again (ε regenerated, or re-read from cache)
-// and writes, with a = ∂L/∂log p_g, b = ∂L/∂H_g,
+// Backward: one thread per (group, dim) column, blocks over (group, dim tile). Pass 1 over the views gets
+// z to form z̄_d; pass 2 gets z and t = std·ε again and writes, with a = ∂L/∂log p_g, b = ∂L/∂H_g,
 //   dz_total = dz + a·(−2·within·(z_j − z̄) − (2·mean/J)·z̄)   (standard: dz − a·2·within·z_j)
 //   dμ = dz_total,  dlogvar = dz_total·ε·½exp(½ logvar) + ½b = ½·dz_total·t + ½b.
-// Regenerating ε twice costs Philox work but no memory; it keeps the gradient exact for the computed forward
-// (see csrc/latent_cpu.cpp on why z − μ from a saved bf16 z is not used).
+// z and t come from the forward's saved z when given (float32/float64: t = z − μ, no ε, no logvar read),
+// else are recomputed from μ, logvar and ε (regenerated or re-read; float16/bfloat16, where z − μ from a
+// rounded z is too imprecise). The precision of both choices is derived in csrc/latent_cpu.cpp.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -116,7 +116,8 @@ __global__ void latent_backward_kernel(LatentProblem p, int64_t dim_tiles, const
                                        const acc_t* __restrict__ grad_log_prior,
                                        const acc_t* __restrict__ grad_entropy, const T* __restrict__ mu,
                                        const T* __restrict__ logvar, const T* __restrict__ eps,
-                                       T* __restrict__ grad_mu, T* __restrict__ grad_logvar) {
+                                       const T* __restrict__ saved_z, T* __restrict__ grad_mu,
+                                       T* __restrict__ grad_logvar) {
   const int64_t group = blockIdx.x / dim_tiles;
   const int64_t d = (blockIdx.x % dim_tiles) * blockDim.x + threadIdx.x;
   if (d >= p.dims) return;
@@ -124,18 +125,20 @@ __global__ void latent_backward_kernel(LatentProblem p, int64_t dim_tiles, const
   const acc_t a = grad_log_prior[group], half_b = acc_t(0.5) * grad_entropy[group];
   const acc_t a_dev = acc_t(2) * static_cast<acc_t>(p.within) * a;
   const acc_t a_mean = acc_t(2) * static_cast<acc_t>(p.mean) * a / static_cast<acc_t>(p.views);
+  // z_i of the forward: saved, or μ_i + std_i·ε_i recomputed.
+  auto sample = [&](int64_t i) {
+    return saved_z != nullptr ? to_acc(saved_z[i])
+                              : to_acc(mu[i]) + exp_acc(acc_t(0.5) * to_acc(logvar[i])) * noise<T, acc_t>(p, eps, i);
+  };
   acc_t z_bar = 0;
   if (p.grouped) {
-    for (int64_t j = 0; j < p.views; ++j) {
-      const int64_t i = start + j * p.dims;
-      z_bar += to_acc(mu[i]) + exp_acc(acc_t(0.5) * to_acc(logvar[i])) * noise<T, acc_t>(p, eps, i);
-    }
+    for (int64_t j = 0; j < p.views; ++j) z_bar += sample(start + j * p.dims);
     z_bar /= static_cast<acc_t>(p.views);
   }
   for (int64_t j = 0; j < p.views; ++j) {
     const int64_t i = start + j * p.dims;
-    const acc_t t = exp_acc(acc_t(0.5) * to_acc(logvar[i])) * noise<T, acc_t>(p, eps, i);
-    const acc_t value = to_acc(mu[i]) + t;
+    const acc_t value = sample(i);
+    const acc_t t = value - to_acc(mu[i]);
     const acc_t total = to_acc(grad_z[i]) - a_dev * (value - z_bar) - a_mean * z_bar;
     store(grad_mu + i, total);
     store(grad_logvar + i, acc_t(0.5) * total * t + half_b);
@@ -162,7 +165,7 @@ cudaError_t launch_forward(const LatentProblem& p, const void* mu, const void* l
 template <typename T>
 cudaError_t launch_backward(const LatentProblem& p, const void* grad_z, const void* grad_log_prior,
                             const void* grad_entropy, const void* mu, const void* logvar, const void* eps,
-                            void* grad_mu, void* grad_logvar, cudaStream_t stream) {
+                            const void* saved_z, void* grad_mu, void* grad_logvar, cudaStream_t stream) {
   using acc_t = typename AccType<T>::type;
   if (p.groups == 0 || p.dims == 0) return cudaSuccess;
   const unsigned threads = threads_for(p.dims, 128);
@@ -170,7 +173,8 @@ cudaError_t launch_backward(const LatentProblem& p, const void* grad_z, const vo
   latent_backward_kernel<T, acc_t><<<static_cast<unsigned>(p.groups * dim_tiles), threads, 0, stream>>>(
       p, dim_tiles, static_cast<const T*>(grad_z), static_cast<const acc_t*>(grad_log_prior),
       static_cast<const acc_t*>(grad_entropy), static_cast<const T*>(mu), static_cast<const T*>(logvar),
-      static_cast<const T*>(eps), static_cast<T*>(grad_mu), static_cast<T*>(grad_logvar));
+      static_cast<const T*>(eps), static_cast<const T*>(saved_z), static_cast<T*>(grad_mu),
+      static_cast<T*>(grad_logvar));
   return cudaGetLastError();
 }
 
@@ -193,20 +197,20 @@ cudaError_t latent_forward_cuda(const LatentProblem& p, const void* mu, const vo
 
 cudaError_t latent_backward_cuda(const LatentProblem& p, const void* grad_z, const void* grad_log_prior,
                                  const void* grad_entropy, const void* mu, const void* logvar, const void* eps,
-                                 void* grad_mu, void* grad_logvar, cudaStream_t stream) {
+                                 const void* saved_z, void* grad_mu, void* grad_logvar, cudaStream_t stream) {
   switch (p.dtype) {
     case LatentDtype::kFloat64:
-      return launch_backward<double>(p, grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, grad_mu, grad_logvar,
-                                     stream);
+      return launch_backward<double>(p, grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, saved_z, grad_mu,
+                                     grad_logvar, stream);
     case LatentDtype::kFloat32:
-      return launch_backward<float>(p, grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, grad_mu, grad_logvar,
-                                    stream);
+      return launch_backward<float>(p, grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, saved_z, grad_mu,
+                                    grad_logvar, stream);
     case LatentDtype::kFloat16:
-      return launch_backward<__half>(p, grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, grad_mu, grad_logvar,
-                                     stream);
+      return launch_backward<__half>(p, grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, saved_z, grad_mu,
+                                     grad_logvar, stream);
     case LatentDtype::kBFloat16:
-      return launch_backward<__nv_bfloat16>(p, grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, grad_mu,
-                                            grad_logvar, stream);
+      return launch_backward<__nv_bfloat16>(p, grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, saved_z,
+                                            grad_mu, grad_logvar, stream);
   }
   return cudaErrorInvalidValue;
 }

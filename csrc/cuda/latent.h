@@ -24,8 +24,9 @@ struct LatentProblem {
 cudaError_t latent_forward_cuda(const LatentProblem& problem, const void* mu, const void* logvar, const void* eps,
                                 void* z, void* log_prior, void* entropy, cudaStream_t stream);
 
+// saved_z: the forward's z (z and t = z − μ taken from it), or nullptr to recompute both from μ, logvar, ε.
 cudaError_t latent_backward_cuda(const LatentProblem& problem, const void* grad_z, const void* grad_log_prior,
                                  const void* grad_entropy, const void* mu, const void* logvar, const void* eps,
-                                 void* grad_mu, void* grad_logvar, cudaStream_t stream);
+                                 const void* saved_z, void* grad_mu, void* grad_logvar, cudaStream_t stream);
 
 }  // namespace simvae

@@ -60,14 +60,17 @@ std::tuple<at::Tensor, at::Tensor> latent_backward_cuda_op(const at::Tensor& gra
                                                            const at::Tensor& grad_log_prior_in,
                                                            const at::Tensor& grad_entropy_in, const at::Tensor& mu_in,
                                                            const at::Tensor& logvar_in,
-                                                           const std::optional<at::Tensor>& eps_in, int64_t seed,
+                                                           const std::optional<at::Tensor>& eps_in,
+                                                           const std::optional<at::Tensor>& z_in, int64_t seed,
                                                            int64_t offset, double sigma2,
                                                            c10::string_view prior_name) {
   const Checked checked = check_inputs(mu_in, logvar_in, eps_in, sigma2, prior_name);
+  check_saved_z(mu_in, z_in);
   check_upstream(mu_in, grad_z_in, grad_log_prior_in, grad_entropy_in);
   const c10::cuda::CUDAGuard guard(mu_in.device());
   const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
   const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
+  const at::Tensor saved_z = z_in.has_value() ? z_in->contiguous() : at::Tensor();
   const at::Tensor grad_z = grad_z_in.to(mu.scalar_type()).contiguous();
   const at::Tensor grad_log_prior = grad_log_prior_in.to(accumulation_type(mu)).contiguous();
   const at::Tensor grad_entropy = grad_entropy_in.to(accumulation_type(mu)).contiguous();
@@ -75,8 +78,10 @@ std::tuple<at::Tensor, at::Tensor> latent_backward_cuda_op(const at::Tensor& gra
   C10_CUDA_CHECK(latent_backward_cuda(make_problem(mu, seed, offset, checked.coefficients), grad_z.const_data_ptr(),
                                       grad_log_prior.const_data_ptr(), grad_entropy.const_data_ptr(),
                                       mu.const_data_ptr(), logvar.const_data_ptr(),
-                                      eps.defined() ? eps.const_data_ptr() : nullptr, grad_mu.mutable_data_ptr(),
-                                      grad_logvar.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream()));
+                                      eps.defined() ? eps.const_data_ptr() : nullptr,
+                                      saved_z.defined() ? saved_z.const_data_ptr() : nullptr,
+                                      grad_mu.mutable_data_ptr(), grad_logvar.mutable_data_ptr(),
+                                      c10::cuda::getCurrentCUDAStream()));
   return {grad_mu, grad_logvar};
 }
 

@@ -5,11 +5,15 @@ CUDA kernels in csrc/cuda/); simvae_fast::latent_triton_forward / latent_triton_
 launchers of simvae_fast.kernels.latent wrapped with torch.library.custom_op. Both pairs take
 (mu, logvar, eps or None, seed, offset, sigma2, prior) and return (z, log_prior, entropy).
 
-Backward: neither stores ε. It saves μ and logvar (and eps when given, which the caller holds anyway) and
-recomputes z and std·ε in fp32 from them, regenerating ε from (seed, offset) — the exact fp32 values of the
-forward. The alternative, std·ε = z − μ from the saved z, loses precision in bf16: z is rounded to 8 bits,
-so the noise part of dlogvar gets a relative error ≈ 2⁻⁹·|z| / |std·ε|, ≈ 2 % or more for a trained
-encoder's std ≈ 0.1 and |μ| ≈ 1 (see test_backward_bf16_beats_saved_z in tests/test_latent.py).
+Backward: neither stores ε. It saves μ and logvar (and eps when given, which the caller holds anyway), and
+  - for float32/float64 inputs also the output z (which the decoder keeps alive anyway), passed to the
+    backward op as `z`: it takes std·ε = z − μ from it and needs no ε, no exp and no logvar read. In fp32 the
+    relative error of std·ε is ≈ 2⁻²⁴·|z|/|std·ε| (≈ 6e-7 for std ≈ 0.1, |μ| ≈ 1), below the output's own
+    rounding. z is then a saved output: modifying it in place before backward raises autograd's usual error.
+  - for float16/bfloat16 inputs not z: the op recomputes z and std·ε in fp32 from μ, logvar and ε (regenerated
+    from (seed, offset) or re-read), the exact fp32 values of the forward. z − μ from a z rounded to 8 bits
+    would give the noise part of dlogvar a relative error ≈ 2⁻⁹·|z|/|std·ε|, ≈ 2 % or more for a trained
+    encoder's std ≈ 0.1 and |μ| ≈ 1 (see test_backward_bf16_beats_saved_z in tests/test_latent.py).
 """
 from typing import Optional
 
@@ -34,13 +38,18 @@ def _fake_forward(mu, logvar, eps, seed, offset, sigma2, prior):
     )
 
 
-def _fake_backward(grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, seed, offset, sigma2, prior):
+def _fake_backward(grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, z, seed, offset, sigma2, prior):
     return mu.new_empty(mu.shape), mu.new_empty(mu.shape)
+
+
+def _backward_uses_saved_z(dtype):
+    """std·ε = z − μ is precise enough in float32/float64 only (module docstring)."""
+    return dtype in (torch.float32, torch.float64)
 
 
 def _setup_context(ctx, inputs, output):
     mu, logvar, eps, seed, offset, sigma2, prior = inputs
-    ctx.save_for_backward(mu, logvar, eps)
+    ctx.save_for_backward(mu, logvar, eps, output[0] if _backward_uses_saved_z(mu.dtype) else None)
     ctx.call = (seed, offset, sigma2, prior)
 
 
@@ -55,9 +64,9 @@ def _upstream(grad_z, grad_log_prior, grad_entropy, mu):
 
 def _make_backward(backward_op):
     def backward(ctx, grad_z, grad_log_prior, grad_entropy):
-        mu, logvar, eps = ctx.saved_tensors
+        mu, logvar, eps, z = ctx.saved_tensors
         grads = _upstream(grad_z, grad_log_prior, grad_entropy, mu)
-        grad_mu, grad_logvar = backward_op(*grads, mu, logvar, eps, *ctx.call)
+        grad_mu, grad_logvar = backward_op(*grads, mu, logvar, eps, z, *ctx.call)
         return grad_mu, grad_logvar, None, None, None, None, None
 
     return backward
@@ -93,11 +102,12 @@ def latent_triton_forward(
 @torch.library.custom_op("simvae_fast::latent_triton_backward", mutates_args=())
 def latent_triton_backward(
     grad_z: torch.Tensor, grad_log_prior: torch.Tensor, grad_entropy: torch.Tensor, mu: torch.Tensor,
-    logvar: torch.Tensor, eps: Optional[torch.Tensor], seed: int, offset: int, sigma2: float, prior: str,
+    logvar: torch.Tensor, eps: Optional[torch.Tensor], z: Optional[torch.Tensor], seed: int, offset: int,
+    sigma2: float, prior: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     from simvae_fast.kernels.latent import latent_backward
 
-    return latent_backward(grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, seed, offset, sigma2, prior)
+    return latent_backward(grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, z, seed, offset, sigma2, prior)
 
 
 latent_triton_forward.register_fake(_fake_forward)
