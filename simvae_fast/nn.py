@@ -74,9 +74,11 @@ class SimVAELoss(nn.Module):
         self.likelihood, self.reduction, self.gaussian_logvar = likelihood, reduction, float(gaussian_logvar)
         self.backend = backend
 
-    def latent(self, mu, logvar, seed=None):
-        """The fused op with this loss's prior: LatentOut(z, log_prior, entropy), z drawn with `seed`'s noise."""
-        return simvae_latent(mu, logvar, sigma2=self.sigma2, prior=self.prior, seed=seed, backend=self.backend)
+    def latent(self, mu, logvar, seed=None, offset=0):
+        """The fused op with this loss's prior: LatentOut(z, log_prior, entropy), z drawn with the noise of
+        (seed, offset) (see simvae_latent)."""
+        return simvae_latent(mu, logvar, sigma2=self.sigma2, prior=self.prior, seed=seed, offset=offset,
+                             backend=self.backend)
 
     def forward(self, x, x_out, mu, logvar, seed=None, latent=None):
         return functional.simvae_loss(

@@ -8,7 +8,15 @@ from (seed, stream, index): the data order of epoch e, the augmentations of step
 device, reseeded per step) and the latent noise of step s (the fused op's counter-based noise). So the state to
 save is (model, optimiser, epoch, step), and a run resumed from any checkpoint continues exactly as it would have.
 There is no host synchronisation per step: losses are summed on the device and read every `log_every` steps.
+
+Distributed (torchrun, `train --distributed`): each of the W processes takes an equal share of every global batch
+of `batch_size` views and the run takes the same optimisation steps as one process would, with the same gradients
+(up to the order of float sums): every process augments the whole global batch from the step's seed and keeps its
+share of the views, the latent noise of its share is the counter range the share has in the whole batch, SimCLR's
+InfoNCE sees every process's rows, and the losses are scaled so that DDP's average of the gradients is the
+single-process gradient (see local_loss_scale). Only process 0 writes files and prints.
 """
+import contextlib
 import csv
 import dataclasses
 import json
@@ -20,6 +28,8 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from simvae_fast import augment, data
@@ -128,12 +138,80 @@ def prepare_run_dir(out, resume=False, overwrite=False):
     out.mkdir(parents=True, exist_ok=True)
 
 
-def build_model(cfg, image_shape):
+def build_model(cfg, image_shape, gather_distributed=False):
     return build_method(
         cfg.method, image_shape=image_shape, latent_dim=cfg.latent_dim, architecture=cfg.architecture,
         prior=cfg.prior, sigma2=cfg.sigma2, beta=cfg.beta, temperature=cfg.temperature,
-        reduction=cfg.reduction, backend=cfg.backend,
+        reduction=cfg.reduction, backend=cfg.backend, gather_distributed=gather_distributed,
     )
+
+
+# --- distributed runs (torchrun) ---
+
+def is_main_process():
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+@contextlib.contextmanager
+def process_group(device):
+    """The default process group from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT):
+    nccl on cuda:LOCAL_RANK for CUDA runs, gloo on the CPU; destroyed on exit."""
+    if "LOCAL_RANK" not in os.environ:
+        raise ValueError("--distributed: no torchrun environment (LOCAL_RANK); launch with "
+                         "`torchrun --nproc_per_node=K -m simvae_fast train --distributed ...`")
+    if resolve_device(device).type == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group("nccl", device_id=torch.device("cuda", int(os.environ["LOCAL_RANK"])))
+    else:
+        dist.init_process_group("gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def local_device(device):
+    """This process's device: cuda:LOCAL_RANK for a distributed CUDA run."""
+    device = resolve_device(device)
+    if dist.is_initialized() and device.type == "cuda":
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+def check_split(n_images, groups, world):
+    """Every step's groups must split evenly over the processes (the last, shorter step's too)."""
+    last = n_images % groups
+    if groups % world or last % world:
+        raise ValueError(f"batch_size: with --distributed every step's groups (batch_size / views = {groups}"
+                         f"{f', and {last} in the last step of an epoch' if last else ''}) are split evenly over "
+                         f"the {world} processes; choose a --batch-size (or a training-set size) they divide")
+
+
+def local_loss_scale(reduction, world):
+    """The factor on this process's loss so that DDP's gradient average gives the single-process gradient.
+
+    DDP averages the parameter gradients over the W processes. "mean": each process's loss is the mean over its
+    own N / W views (for SimCLR over its own rows, against every process's rows, whose gradient all_gather sends
+    back: see simvae_fast.distributed), and the average of the W local means is the mean over all N: factor 1.
+    "sum": the single-process loss is the sum of the W local sums, W times their average: factor W.
+    """
+    return float(world) if reduction == "sum" else 1.0
+
+
+def run_on_main(fn, *args):
+    """fn(*args) on process 0 only (say, preparing the run directory); its error is raised on every process."""
+    error = None
+    if is_main_process():
+        try:
+            fn(*args)
+        except (ValueError, FileNotFoundError, FileExistsError) as err:
+            error = err
+    if dist.is_initialized():
+        shared = [error]
+        dist.broadcast_object_list(shared)
+        error = shared[0]
+    if error is not None:
+        raise error
 
 
 def load_dataset(cfg):
@@ -190,60 +268,86 @@ class StopFlag:
 
 def train(cfg, resume=False, overwrite=False):
     """Train per cfg into cfg.out (or continue it with resume=True); returns (model, dataset, device),
-    or None when stopped by Ctrl-C (after saving a checkpoint)."""
+    or None when stopped by Ctrl-C (after saving a checkpoint). Inside process_group (torchrun), this process
+    trains its share of every batch; only process 0 writes the run directory."""
     check_config(cfg)
-    prepare_run_dir(cfg.out, resume, overwrite)
-    run_dir, device = Path(cfg.out), resolve_device(cfg.device)
+    world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+    main_process = rank == 0
+    run_dir, device = Path(cfg.out), local_device(cfg.device)
     dataset = load_dataset(cfg)
     images = dataset.train.images.to(device)
     n_images, groups = len(images), cfg.batch_size // cfg.views
     steps_per_epoch = math.ceil(n_images / groups)
+    check_split(n_images, groups, world)
+    run_on_main(prepare_run_dir, cfg.out, resume, overwrite)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, tuple(images.shape[1:])).to(device)
+    model = build_model(cfg, tuple(images.shape[1:]), gather_distributed=world > 1).to(device)
+    ddp_model = DistributedDataParallel(model) if world > 1 else model
+    loss_scale = local_loss_scale(cfg.reduction, world)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
     fields = ["loss", *model.PARTS]
     position = {"epoch": 0, "batch": 0, "step": 0}
     sums, count = torch.zeros(len(fields), device=device), 0  # logging accumulators
+    log = None  # metrics.csv, written by process 0
     if resume:
         ckpt = torch.load(run_dir / CHECKPOINT_FILE, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         position, sums, count = ckpt["position"], ckpt["log_sums"].to(device), ckpt["log_count"]
         torch.set_rng_state(ckpt["torch_rng"].cpu())  # map_location moved it to the device
-        log = MetricsLog(run_dir / METRICS_FILE, fields, keep_until_step=position["step"])
-    else:
+        log = MetricsLog(run_dir / METRICS_FILE, fields, keep_until_step=position["step"]) if main_process else None
+    elif main_process:
         with open(run_dir / CONFIG_FILE, "w") as f:
             json.dump(dataclasses.asdict(cfg), f, indent=2)
         log = MetricsLog(run_dir / METRICS_FILE, fields)
 
+    def reduced(t):
+        """The average over the processes of a device tensor (host synchronisation: at logging time only)."""
+        if world > 1:
+            t = t.clone()
+            dist.all_reduce(t)  # a sum: gloo has no average
+            t /= world
+        return t
+
     def checkpoint():
-        save_checkpoint(run_dir / CHECKPOINT_FILE, {
-            "config": dataclasses.asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "position": dict(position), "log_sums": sums.cpu(), "log_count": count,
-            "torch_rng": torch.get_rng_state(),
-        })
+        # The logging sums saved are process 0's; under --distributed checkpoints are written at the end of
+        # an epoch only, right after a metrics row, when every process's sums are zero.
+        if main_process:
+            save_checkpoint(run_dir / CHECKPOINT_FILE, {
+                "config": dataclasses.asdict(cfg), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "position": dict(position), "log_sums": sums.cpu(),
+                "log_count": count, "torch_rng": torch.get_rng_state(),
+            })
+        if world > 1:
+            dist.barrier()
 
     fault_step, _, fault_signal = os.environ.get(FAULT_ENV, "0").partition(":")
     augment_generator = torch.Generator(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     model.train()
-    with StopFlag() as flag:
+    # Ctrl-C under torchrun reaches every process at its own step, so there it stops the run (torchrun ends
+    # the processes) and --resume continues from the last end-of-epoch checkpoint.
+    flag = StopFlag()
+    with flag if world == 1 else contextlib.nullcontext():
         for epoch in range(position["epoch"], cfg.epochs):
             order_generator = torch.Generator().manual_seed(derive_seed(cfg.seed, STREAM_ORDER, epoch))
             order = torch.randperm(n_images, generator=order_generator).to(device)
             epoch_sum, epoch_steps, started = torch.zeros((), device=device), 0, time.time()
             bar = tqdm(total=steps_per_epoch, initial=position["batch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       unit="step", dynamic_ncols=True, leave=False)
+                       unit="step", dynamic_ncols=True, leave=False, disable=not main_process)
             for batch in range(position["batch"], steps_per_epoch):
                 step = position["step"]
                 augment_generator.manual_seed(derive_seed(cfg.seed, STREAM_AUGMENT, step))
                 views = augment.make_views(images[order[batch * groups:(batch + 1) * groups]], cfg.views,
                                            cfg.augment, augment_generator)
-                with autocast:
-                    loss, parts = model(views, seed=derive_seed(cfg.seed, STREAM_NOISE, step))
+                share = views.shape[0] // world  # the whole batch's views, as one process draws them: our share
+                views = views[rank * share:(rank + 1) * share]
+                with autocast:  # the noise of our share's latents [share, J, D] is their counter range in the batch
+                    loss, parts = ddp_model(views, seed=derive_seed(cfg.seed, STREAM_NOISE, step),
+                                            offset=rank * share * cfg.views * cfg.latent_dim)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * loss_scale if loss_scale != 1.0 else loss).backward()
                 optimizer.step()
 
                 values = torch.stack([loss.detach(), *(p.detach() for p in parts.values())]).float()
@@ -253,8 +357,9 @@ def train(cfg, resume=False, overwrite=False):
                 position.update(batch=batch + 1, step=step + 1)
                 bar.update()
                 if position["step"] % cfg.log_every == 0 or batch + 1 == steps_per_epoch:
-                    means = (sums / count).tolist()  # the only host synchronisation of the loop
-                    log.write({"step": position["step"], "epoch": epoch + 1, **dict(zip(fields, means))})
+                    means = (reduced(sums) / count).tolist()  # the only host synchronisation of the loop
+                    if main_process:
+                        log.write({"step": position["step"], "epoch": epoch + 1, **dict(zip(fields, means))})
                     bar.set_postfix(loss=f"{means[0]:.3f}")
                     sums, count = torch.zeros_like(sums), 0
                 if position["step"] == int(fault_step):
@@ -268,6 +373,8 @@ def train(cfg, resume=False, overwrite=False):
             bar.close()
             position.update(epoch=epoch + 1, batch=0)
             checkpoint()
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss per view {epoch_sum.item() / epoch_steps:.4f} "
-                       f"({time.time() - started:.0f} s)")
+            epoch_loss = reduced(epoch_sum).item() / epoch_steps
+            if main_process:
+                tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss per view {epoch_loss:.4f} "
+                           f"({time.time() - started:.0f} s)")
     return model, dataset, device
