@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from simvae_fast._dtypes import accumulation_dtype
+
 MAX_TILE = 2048  # elements of the [BLOCK_J, BLOCK_D] tile of one program
 
 
@@ -110,10 +112,6 @@ def _latent_backward_kernel(
     total = grad_z + a * d_prior
     tl.store(grad_mu_ptr + index, total.to(grad_mu_ptr.dtype.element_ty), mask=mask)
     tl.store(grad_logvar_ptr + index, (0.5 * total * t + half_b).to(grad_logvar_ptr.dtype.element_ty), mask=mask)
-
-
-def accumulation_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def prior_coefficients(prior, sigma2, views, dims):

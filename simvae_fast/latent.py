@@ -15,6 +15,7 @@ from simvae_fast._checks import (
     check_prior_views,
     check_same_latents,
 )
+from simvae_fast._dtypes import accumulation_dtype
 from simvae_fast.backends import resolve_backend
 from simvae_fast.ops import latent as latent_ops
 
@@ -23,11 +24,6 @@ class LatentOut(NamedTuple):
     z: torch.Tensor  # [G, J, D], mu's dtype
     log_prior: torch.Tensor  # [G], float32 (float64 for float64 inputs)
     entropy: torch.Tensor  # [G], float32 (float64 for float64 inputs)
-
-
-def accumulation_dtype(dtype):
-    """Sums and arithmetic run in float32, or in float64 for float64 inputs."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _reference_latent(mu, logvar, eps, seed, offset, sigma2, prior):

@@ -18,15 +18,7 @@ KERNEL_BACKENDS = [name for name in ("cpu", "triton") if backends()[name].usable
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 
-@pytest.fixture(autouse=True)
-def poison_empty_tensors():
-    """torch.empty (also at::empty in the extension) returns NaN-filled memory during each test."""
-    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    yield
-    torch.use_deterministic_algorithms(previous[0])
-    torch.utils.deterministic.fill_uninitialized_memory = previous[1]
+pytestmark = pytest.mark.usefixtures("poison_empty_tensors")  # tests/conftest.py
 
 
 def check_written(*tensors):

@@ -11,11 +11,8 @@ lse and positive are saved for the backward (one float each per row) and carry n
 """
 import torch
 
+from simvae_fast._dtypes import accumulation_dtype
 from simvae_fast.backends import backends
-
-
-def accumulation_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _fake_forward(z, temperature, normalize, positives_logsumexp):

@@ -19,17 +19,14 @@ from typing import Optional
 
 import torch
 
+from simvae_fast._dtypes import accumulation_dtype
 from simvae_fast.backends import backends
 
 _EXTENSION_USABLE = backends()["cpu"].usable  # the C++ extension imported (it defines the schemas)
 
 
-def _accumulation_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _fake_forward(mu, logvar, eps, seed, offset, sigma2, prior):
-    acc = _accumulation_dtype(mu.dtype)
+    acc = accumulation_dtype(mu.dtype)
     G = mu.shape[0]
     return (
         mu.new_empty(mu.shape),
@@ -55,7 +52,7 @@ def _setup_context(ctx, inputs, output):
 
 def _upstream(grad_z, grad_log_prior, grad_entropy, mu):
     """Upstream gradients, with zeros for outputs that got none."""
-    G, acc = mu.shape[0], _accumulation_dtype(mu.dtype)
+    G, acc = mu.shape[0], accumulation_dtype(mu.dtype)
     grad_z = torch.zeros_like(mu) if grad_z is None else grad_z
     grad_log_prior = mu.new_zeros((G,), dtype=acc) if grad_log_prior is None else grad_log_prior
     grad_entropy = mu.new_zeros((G,), dtype=acc) if grad_entropy is None else grad_entropy
