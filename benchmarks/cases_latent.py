@@ -4,7 +4,8 @@ Providers: the reference composition eager ("reference") and torch.compile'd ("c
 backend of simvae_latent. Two noise variants per shape:
   eps=given  every provider gets the same ε tensor;
   eps=inside the kernels make ε from a seed (Philox, in-kernel); the reference draws it with torch.randn_like.
-The loss is z·w + Σ log_prior + Σ entropy with a fixed random w, so every output gets an upstream gradient.
+Each closure returns the three outputs (z, log_prior, entropy) with fixed random upstream gradients for them,
+so the backward is the op's own backward, as in a model where the decoder consumes z.
 """
 import torch
 
@@ -17,19 +18,17 @@ SHAPES = [(64, 2, 10), (4096, 2, 128), (16384, 4, 256)]
 SIGMA2, PRIOR = 0.15, "gaussian"
 
 
-def reference_loss(mu, logvar, eps, weight):
+def reference_latent(mu, logvar, eps):
     """The eager composition of the three reference functions (what an unfused model computes)."""
     if eps is None:
         eps = torch.randn_like(mu)
     z = reference.reparameterize(mu, logvar, eps)
-    log_prior = reference.grouped_prior_log_prob(z, sigma2=SIGMA2, prior=PRIOR)
-    return (z * weight).sum() + log_prior.sum() + reference.gaussian_entropy(logvar).sum()
+    return z, reference.grouped_prior_log_prob(z, sigma2=SIGMA2, prior=PRIOR), reference.gaussian_entropy(logvar)
 
 
-def kernel_loss(provider, mu, logvar, eps, weight):
+def kernel_latent(provider, mu, logvar, eps):
     noise = {"eps": eps} if eps is not None else {"seed": 1234}
-    out = simvae_fast.simvae_latent(mu, logvar, sigma2=SIGMA2, prior=PRIOR, backend=provider, **noise)
-    return (out.z * weight).sum() + out.log_prior.sum() + out.entropy.sum()
+    return simvae_fast.simvae_latent(mu, logvar, sigma2=SIGMA2, prior=PRIOR, backend=provider, **noise)
 
 
 def _make(shape, eps_given):
@@ -37,11 +36,12 @@ def _make(shape, eps_given):
         mu = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
         logvar = (0.5 * torch.randn(shape, device=device, dtype=dtype) - 1.0).requires_grad_()
         eps = torch.randn(shape, device=device, dtype=dtype) if eps_given else None
-        weight = torch.randn(shape, device=device, dtype=dtype)
+        upstream = (torch.randn(shape, device=device, dtype=dtype), torch.randn(shape[0], device=device),
+                    torch.randn(shape[0], device=device))
         if provider in ("reference", "compile"):
-            loss = reference_or_compiled(provider, reference_loss)
-            return lambda: loss(mu, logvar, eps, weight)
-        return lambda: kernel_loss(provider, mu, logvar, eps, weight)
+            latent = reference_or_compiled(provider, reference_latent)
+            return lambda: (latent(mu, logvar, eps), upstream)
+        return lambda: (tuple(kernel_latent(provider, mu, logvar, eps)), upstream)
 
     return make
 

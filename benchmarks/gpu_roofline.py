@@ -34,7 +34,7 @@ def copy_gbps(device, numel):
 
 def full_step(make, provider, device, dtype):
     closure = make(provider, device, dtype)
-    return lambda: closure().backward()
+    return lambda: harness.run_backward(closure())
 
 
 def fits(make, provider, device, dtype):
@@ -62,16 +62,16 @@ def largest_n(provider, device, start, limit, dim=128):
 def launches(make, provider, device, dtype):
     """Kernels launched by the forward and by the backward (CUDA kernels; ATen ops on the CPU)."""
     closure = make(provider, device, dtype)
-    closure().backward()  # warm-up (compilation)
+    harness.run_backward(closure())  # warm-up (compilation)
     activity = torch.profiler.ProfilerActivity.CUDA if device.type == "cuda" else torch.profiler.ProfilerActivity.CPU
     counts = []
     for phase in ("forward", "backward"):
-        loss = closure() if phase == "backward" else None
+        result = closure() if phase == "backward" else None
         with torch.profiler.profile(activities=[activity]) as prof:
             if phase == "forward":
                 closure()
             else:
-                loss.backward()
+                harness.run_backward(result)
         if device.type == "cuda":
             counts.append(sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA))
         else:

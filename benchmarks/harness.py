@@ -34,7 +34,7 @@ FIELDS = ("op", "provider", "mode", "shape", "dtype", "device", "median_ms", "p2
 class Case:
     op: str
     shape: str
-    make: Callable  # (provider, device, dtype) -> closure() -> scalar loss tensor
+    make: Callable  # (provider, device, dtype) -> closure() -> a scalar loss, or (outputs, upstream gradients)
     providers: tuple = PROVIDERS
 
 
@@ -85,6 +85,14 @@ def _summary(times):
     return {"median_ms": statistics.median(times), "p20_ms": q[1], "p80_ms": q[7]}
 
 
+def run_backward(result):
+    """Backward of a closure's result: a scalar loss, or (outputs, upstream gradients) of a multi-output op."""
+    if isinstance(result, torch.Tensor):
+        result.backward()
+    else:
+        torch.autograd.backward(*result)
+
+
 def measure(case, provider, device, dtype, modes=MODES, warmup=3, rep=20):
     """One row per mode for one provider, plus peak memory of forward+backward."""
     closure = case.make(provider, device, dtype)
@@ -94,10 +102,10 @@ def measure(case, provider, device, dtype, modes=MODES, warmup=3, rep=20):
         state["loss"] = closure()
 
     def backward():
-        state["loss"].backward()
+        run_backward(state["loss"])
 
     def full():
-        closure().backward()
+        run_backward(closure())
 
     timed = {"forward": (forward, None), "backward": (backward, forward), "full": (full, None)}
     rows = []

@@ -23,7 +23,7 @@ def test_forward_backward(benchmark, case, provider):
     closure = case.make(provider, DEVICE, torch.float32)
 
     def full():
-        closure().backward()
+        harness.run_backward(closure())
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()
 
