@@ -5,12 +5,13 @@ import torch
 
 import simvae_fast
 from simvae_fast import functional, reference
-from simvae_fast.nn import InfoNCELoss, NTXentLoss
+from simvae_fast.nn import InfoNCELoss, NTXentLoss, SimVAELoss
 
 GOOD = torch.randn(4, 2, 3)
 F64 = torch.randn(4, 2, 3, dtype=torch.float64)
 FLAT = torch.randn(4, 3)
 INTS = torch.ones(4, 2, 3, dtype=torch.int64)
+IMAGES = torch.rand(4, 2, 1, 5, 5)
 
 # (what is called, the call, exception type, pattern naming argument / expected / given)
 CASES = [
@@ -71,6 +72,15 @@ CASES = [
     ("nn.InfoNCELoss", lambda: InfoNCELoss(positives="all"), ValueError,
      r"positives: expected one of 'mean', 'logsumexp', got 'all'"),
     ("nn.InfoNCELoss", lambda: InfoNCELoss()(FLAT), ValueError, r"z: expected a 3-D tensor .*got shape \(4, 3\)"),
+    ("nn.SimVAELoss", lambda: SimVAELoss(likelihood="poisson"), ValueError,
+     r"likelihood: expected one of 'bernoulli', 'gaussian', got 'poisson'"),
+    ("nn.SimVAELoss", lambda: SimVAELoss(sigma2=-1.0), ValueError, r"sigma2: expected a positive finite value, got -1.0"),
+    ("nn.SimVAELoss", lambda: SimVAELoss()(IMAGES, IMAGES[..., :4], GOOD, GOOD, seed=1), ValueError,
+     r"x_out: expected the shape of x \(4, 2, 1, 5, 5\), got \(4, 2, 1, 5, 4\)"),
+    ("functional.simvae_loss", lambda: functional.simvae_loss(IMAGES, IMAGES, GOOD, GOOD, reduction="none"),
+     ValueError, r"reduction: expected one of 'sum', 'mean', got 'none'"),
+    ("functional.simvae_loss", lambda: functional.simvae_loss(IMAGES[:3], IMAGES[:3], GOOD, GOOD), ValueError,
+     r"x: expected \[G, J, ...\] with \(G, J\) = \(4, 2\) of mu, got \(3, 2, 1, 5, 5\)"),
 ]
 
 
