@@ -24,6 +24,11 @@ def test_cpu_backend_is_usable_once_the_extension_is_built():
     assert _C.WITH_CUDA in (0, 1)
 
 
+def test_triton_backend_is_usable_wherever_triton_is_installed():
+    """Under TRITON_INTERPRET=1 (tests/conftest.py) or on a GPU: the kernel tests never skip it silently."""
+    assert simvae_fast.backends()["triton"].usable
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU report")
 def test_cuda_backend_says_why_it_is_not_usable():
     usable, reason = simvae_fast.backends()["cuda"]
