@@ -35,14 +35,16 @@ test: setup nvcc-check
 
 # The C++ CPU kernels built with AddressSanitizer + UndefinedBehaviorSanitizer into build/asan (beside, not over,
 # the normal build), then the CPU-backend tests run against that copy; any sanitizer report fails the run.
-ASAN_LIB        = $(shell $(CXX) -print-file-name=libasan.so)
+# libstdc++ is preloaded beside libasan so that ASan's __cxa_throw interceptor finds the real one (torch's
+# TORCH_CHECK throws C++ exceptions; without it ASan aborts on the first one).
+ASAN_LIB        = $(shell $(CXX) -print-file-name=libasan.so) $(shell $(CXX) -print-file-name=libstdc++.so.6)
 SANITIZE_TESTS ?= tests/test_latent.py tests/test_info_nce.py
 SANITIZE_K     ?= cpu and not triton and not compile and not opcheck
 sanitize: $(VENV)/.deps
 	rm -rf build/asan && mkdir -p build/asan/simvae_fast
 	SIMVAE_FAST_SANITIZE=1 SIMVAE_FAST_CUDA=0 $(PY) setup.py -q build_ext --build-temp build/asan-tmp --build-lib build/asan
 	cp -r simvae_fast/*.py simvae_fast/ops build/asan/simvae_fast/ && cp -r kernels build/asan/simvae_fast/kernels
-	cd build/asan && LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 \
+	cd build/asan && LD_PRELOAD="$(ASAN_LIB)" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 PYTHONPATH=$(CURDIR)/build/asan TRITON_INTERPRET=1 \
 	  $(CURDIR)/$(VENV)/bin/pytest -q -p no:cacheprovider --rootdir=$(CURDIR) -k "$(SANITIZE_K)" \
 	  $(addprefix $(CURDIR)/,$(SANITIZE_TESTS))
