@@ -54,14 +54,16 @@ def test_auto_fallback_to_the_reference_warns_once():
     assert len([w for w in caught if "running the pure-PyTorch reference" in str(w.message)]) == 1
 
 
+CUDA_USABLE = registry._availability("cuda").usable
+
+
 @pytest.mark.parametrize("backend, implemented, error, match", [
     ("fastest", ("reference", "cpu"), ValueError, "backend: expected 'auto' or one of"),
     ("cpu", ("reference",), ValueError, "does not implement this op"),
-    ("cuda", ("reference", "cuda"), RuntimeError, "'cuda' is not usable here"),
+    ("cuda", ("reference", "cuda"), *((ValueError, "'cuda' does not run on cpu tensors") if CUDA_USABLE
+                                       else (RuntimeError, "'cuda' is not usable here"))),
 ])
 def test_bad_backend_requests_are_clear_errors(backend, implemented, error, match):
-    if backend == "cuda" and torch.cuda.is_available():
-        pytest.skip("CUDA is usable on this machine")
     with pytest.raises(error, match=match):
         registry.resolve_backend(backend, torch.device("cpu"), implemented)
 
