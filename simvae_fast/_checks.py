@@ -42,11 +42,12 @@ def check_choice(name, value, choices):
 
 
 def check_positive(name, value):
-    """A positive finite number, or a 0-dim floating-point tensor (its value is checked outside compile)."""
+    """A positive finite number, or a 0-dim floating-point tensor. A tensor's value is checked only on the CPU and
+    outside torch.compile: reading a GPU tensor would synchronise the host with the device on every call."""
     if isinstance(value, torch.Tensor):
         if value.dim() != 0 or not value.is_floating_point():
             raise ValueError(f"{name}: expected a float or a 0-dim floating-point tensor, got {_describe(value)}")
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or value.device.type != "cpu":
             return
         value_f = float(value.detach())
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
