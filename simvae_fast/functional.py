@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from simvae_fast import reference
 from simvae_fast._checks import check_choice
 from simvae_fast.contrastive import info_nce
 from simvae_fast.distributed import gather_rows, world_size
@@ -86,7 +87,6 @@ def simclr_loss_func(z, indexes, temperature=0.1, backend="auto"):
 LIKELIHOODS = ("bernoulli", "gaussian")
 LOSS_REDUCTIONS = ("sum", "mean")
 GAUSSIAN_LOGVAR = -4.6  # the official fixed log-variance of the Gaussian likelihood on RGB images
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 class SimVAELossOut(NamedTuple):
@@ -107,7 +107,7 @@ def log_likelihood(x, x_out, likelihood="bernoulli", gaussian_logvar=GAUSSIAN_LO
     if likelihood == "bernoulli":
         per_pixel = -F.binary_cross_entropy_with_logits(x_out, x, reduction="none")
     else:
-        per_pixel = -0.5 * ((x - x_out).square() * math.exp(-gaussian_logvar) + gaussian_logvar + LOG_2PI)
+        per_pixel = -0.5 * ((x - x_out).square() * math.exp(-gaussian_logvar) + gaussian_logvar + reference.LOG_2PI)
     return per_pixel.flatten(1).sum(dim=1)
 
 

@@ -17,13 +17,13 @@ the default) or "mean" per view. The trainer logs per-view values either way.
 import torch
 from torch import nn
 
+from simvae_fast._checks import GROUP_PRIORS
 from simvae_fast.contrastive import info_nce
 from simvae_fast.functional import info_nce_loss
 from simvae_fast.models import build_decoder, build_encoder, projection_head
 from simvae_fast.nn import SimVAELoss
 
 METHODS = ("simvae", "vae", "simclr")
-GROUP_PRIORS = ("gaussian", "flat", "official")
 
 
 class LatentVariableModel(nn.Module):
