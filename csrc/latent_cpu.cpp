@@ -41,7 +41,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <vector>
+#include <memory>
 
 #include "latent_op_checks.h"
 #include "latent_prior.h"
@@ -289,14 +289,27 @@ SIMVAE_INLINE void chunk_mean(int64_t views, int64_t n, const acc_t* z, acc_t* z
   for (int64_t i = 0; i < n; ++i) zbar[i] /= count;
 }
 
+// A thread's scratch rows for one chunk of a group: t = std·ε and z of the J views, and z̄ (not zero-filled:
+// every element is written before it is read).
+template <typename acc_t>
+struct ChunkScratch {
+  explicit ChunkScratch(int64_t views)
+      : buffer(new acc_t[2 * views * kChunk + kChunk]),
+        t(buffer.get()),
+        z(t + views * kChunk),
+        zbar(z + views * kChunk) {}
+  std::unique_ptr<acc_t[]> buffer;
+  acc_t* t;
+  acc_t* z;
+  acc_t* zbar;
+};
+
 template <typename scalar_t, typename acc_t>
 SIMVAE_SIMD_CLONES void forward_groups(const Problem<acc_t>& p, const scalar_t* mu, const scalar_t* logvar,
                                        const scalar_t* eps, scalar_t* z_out, acc_t* log_prior, acc_t* entropy,
                                        acc_t log_prior_const, acc_t entropy_const, int64_t g_begin, int64_t g_end) {
-  std::vector<acc_t> scratch(2 * p.views * kChunk + kChunk);
-  acc_t* t = scratch.data();
-  acc_t* z = t + p.views * kChunk;
-  acc_t* zbar = z + p.views * kChunk;
+  ChunkScratch<acc_t> scratch(p.views);
+  acc_t *t = scratch.t, *z = scratch.z, *zbar = scratch.zbar;
   float normals[kChunk];
   for (int64_t g = g_begin; g < g_end; ++g) {
     const int64_t base = g * p.views * p.dims;
@@ -335,10 +348,8 @@ SIMVAE_SIMD_CLONES void backward_groups(const Problem<acc_t>& p, const scalar_t*
                                         const acc_t* grad_entropy, const scalar_t* mu, const scalar_t* logvar,
                                         const scalar_t* eps, const scalar_t* saved_z, scalar_t* grad_mu,
                                         scalar_t* grad_logvar, int64_t g_begin, int64_t g_end) {
-  std::vector<acc_t> scratch(2 * p.views * kChunk + kChunk);
-  acc_t* t = scratch.data();
-  acc_t* z = t + p.views * kChunk;
-  acc_t* zbar = z + p.views * kChunk;
+  ChunkScratch<acc_t> scratch(p.views);
+  acc_t *t = scratch.t, *z = scratch.z, *zbar = scratch.zbar;
   float normals[kChunk];
   for (int64_t g = g_begin; g < g_end; ++g) {
     const int64_t base = g * p.views * p.dims;
