@@ -66,17 +66,33 @@ def _flip_signs(n, p, generator, device):
     return torch.where(torch.rand(n, generator=generator, device=device) < p, -1.0, 1.0)
 
 
-def crop_and_flip(x, recipe, generator):
-    """Random resized crop then flips, x [N, C, H, W] float -> [N, C, H, W].
+class CropFlip(NamedTuple):
+    """What apply_crop_flip does to each image: crop half-width w and half-height h (fractions of the image, in
+    (0, 1]), crop centre (cx, cy) in [-1, 1], and flip signs fx, fy (-1: mirrored)."""
+    w: torch.Tensor
+    h: torch.Tensor
+    cx: torch.Tensor
+    cy: torch.Tensor
+    fx: torch.Tensor
+    fy: torch.Tensor
+
+
+def draw_crop_flip(n, recipe, generator, device):
+    """The crop boxes and flips of n images, drawn from the generator."""
+    w, h, cx, cy = crop_boxes(n, recipe.scale, recipe.ratio, generator, device)
+    fx = _flip_signs(n, recipe.horizontal_flip, generator, device)
+    fy = _flip_signs(n, recipe.vertical_flip, generator, device)
+    return CropFlip(w, h, cx, cy, fx, fy)
+
+
+def apply_crop_flip(x, params):
+    """Random resized crop then flips, x [N, C, H, W] float -> [N, C, H, W], per `params` (CropFlip).
 
     In F.affine_grid's normalised coordinates (-1..1 across the image) output position p samples the input at
     (cx + w * fx * p_x, cy + h * fy * p_y): a box of half-size (w, h) centred on (cx, cy), mirrored where fx or
     fy = -1. Resampling to the full size is bilinear (align_corners=False: pixel centres map onto pixel centres).
     """
-    n, device = x.shape[0], x.device
-    w, h, cx, cy = crop_boxes(n, recipe.scale, recipe.ratio, generator, device)
-    fx = _flip_signs(n, recipe.horizontal_flip, generator, device)
-    fy = _flip_signs(n, recipe.vertical_flip, generator, device)
+    w, h, cx, cy, fx, fy = params
     zero = torch.zeros_like(w)
     theta = torch.stack([torch.stack([w * fx, zero, cx], 1), torch.stack([zero, h * fy, cy], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
@@ -100,20 +116,26 @@ def to_float(images):
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
-def make_views(images, views, recipe, generator):
-    """J = `views` independent augmentations of each image: [B, C, H, W] (uint8 or float in [0, 1])
-    -> [B, J, C, H, W] float32 in [0, 1]. `recipe`: a name of RECIPES or a Recipe."""
+def get_recipe(recipe):
+    """A Recipe, or the Recipe of a name in RECIPES."""
     if isinstance(recipe, str):
         if recipe not in RECIPES:
             raise ValueError(f"augment: expected one of {', '.join(map(repr, RECIPES))}, got {recipe!r}")
         recipe = RECIPES[recipe]
+    return recipe
+
+
+def make_views(images, views, recipe, generator):
+    """J = `views` independent augmentations of each image: [B, C, H, W] (uint8 or float in [0, 1])
+    -> [B, J, C, H, W] float32 in [0, 1]. `recipe`: a name of RECIPES or a Recipe."""
+    recipe = get_recipe(recipe)
     if images.dim() != 4:
         raise ValueError(f"images: expected [B, C, H, W], got shape {tuple(images.shape)}")
     if views < 1:
         raise ValueError(f"views: expected at least 1, got {views}")
     b = images.shape[0]
     x = to_float(images).repeat_interleave(views, dim=0)  # view j of image i is row i * J + j
-    x = crop_and_flip(x, recipe, generator)
+    x = apply_crop_flip(x, draw_crop_flip(x.shape[0], recipe, generator, x.device))
     if recipe.jitter > 0:
         x = jitter(x, recipe.jitter, recipe.jitter_strength, generator)
     return x.view(b, views, *images.shape[1:])

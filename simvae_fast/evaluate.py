@@ -1,12 +1,12 @@
-"""Evaluation of a trained model on its representation of non-augmented images (mu for the VAEs, h for SimCLR).
+"""Evaluation of a trained model on its representation (mu for the VAEs, h for SimCLR).
 
-- Linear probe Linear(D, C) and MLP probe Linear(D, D) -> ReLU -> Linear(D, C): Adam (lr 3e-4), batch 64,
-  `probe_epochs` epochs on the training split. The epoch is chosen by accuracy on the validation split (held out of
-  the training set) and the test accuracy is reported at that epoch: never the best test epoch.
+- Content, from non-augmented images: linear and MLP probes of the class (simvae_fast.probes: validation-chosen
+  epoch, test accuracy reported at that epoch).
 - kNN accuracy: majority vote of the k = 20 training representations nearest by cosine similarity.
+- Style (simvae_fast.style): the same probes predict what the augmentation changed from the representation of
+  augmented images: the vertical flip (accuracy), the crop's scale and position (R²).
 Writes results.json, prints a table, and plots loss.png (from metrics.csv) and reconstructions.png.
 """
-import contextlib
 import csv
 import json
 from pathlib import Path
@@ -17,68 +17,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
 
 from simvae_fast.augment import to_float  # noqa: E402
+from simvae_fast.probes import PROBES, classification, one_thread_on_cpu, representations, train_probe  # noqa: E402
+from simvae_fast.style import evaluate_style  # noqa: E402
 
-PROBE_LR, PROBE_BATCH, KNN_K = 3e-4, 64, 20
-PROBES = ("linear", "mlp")
-
-
-@torch.no_grad()
-def representations(model, images, device, batch=1024):
-    """model.represent of uint8 images [N, C, H, W], in batches, as float32 [N, D] on `device`."""
-    model.eval()
-    out = [model.represent(to_float(images[i:i + batch].to(device))).float() for i in range(0, len(images), batch)]
-    return torch.cat(out)
-
-
-def make_probe(kind, dim, classes):
-    if kind == "linear":
-        return nn.Linear(dim, classes)
-    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, classes))
-
-
-@torch.no_grad()
-def accuracy(probe, features, labels):
-    return (probe(features).argmax(dim=1) == labels).float().mean().item()
-
-
-@contextlib.contextmanager
-def one_thread_on_cpu(device):
-    """The probes' tiny matrices gain nothing from intra-op threads on the CPU, and lose much to their
-    synchronisation when the cores are busy (measured: 6x slower with 2 threads on a loaded 2-core machine)."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def train_probe(kind, train, val, test, classes, epochs, seed):
-    """Train a probe on (features, labels) splits; returns the validation-chosen epoch and its accuracies."""
-    features, labels = train
-    device = features.device
-    torch.manual_seed(seed)
-    probe = make_probe(kind, features.shape[1], classes).to(device)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=PROBE_LR, fused=True)
-    order_generator = torch.Generator().manual_seed(seed)
-    history = []
-    for epoch in range(1, epochs + 1):
-        probe.train()
-        for idx in torch.randperm(len(labels), generator=order_generator).to(device).split(PROBE_BATCH):
-            loss = F.cross_entropy(probe(features[idx]), labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        probe.eval()
-        history.append({"epoch": epoch, "val_acc": accuracy(probe, *val), "test_acc": accuracy(probe, *test)})
-    chosen = max(history, key=lambda h: h["val_acc"])  # the first epoch with the best validation accuracy
-    return {**chosen, "epochs": epochs, "history": history}
+KNN_K = 20
 
 
 @torch.no_grad()
@@ -96,17 +40,19 @@ def knn_accuracy(bank, bank_labels, queries, query_labels, classes, k=KNN_K, chu
 
 
 def evaluate(model, dataset, device, probe_epochs, seed=0):
-    """Probe and kNN results of `model` on `dataset` (data.Dataset) as a dict."""
+    """Content probes, kNN and style probes of `model` on `dataset` (data.Dataset) as a dict."""
     splits = {}
     for name in ("train", "val", "test"):
         split = getattr(dataset, name)
         splits[name] = (representations(model, split.images, device), split.labels.to(device))
     classes = len(dataset.classes)
+    task = classification(classes)
     with one_thread_on_cpu(device):
-        results = {kind: train_probe(kind, splits["train"], splits["val"], splits["test"], classes, probe_epochs,
-                                     seed) for kind in PROBES}
-    results["knn"] = {"k": KNN_K, **{f"{name}_acc": knn_accuracy(*splits["train"], *splits[name], classes)
-                                     for name in ("val", "test")}}
+        results = {kind: train_probe(kind, task, splits["train"], splits["val"], splits["test"], probe_epochs, seed)
+                   for kind in PROBES}
+        results["knn"] = {"k": KNN_K, **{f"{name}_acc": knn_accuracy(*splits["train"], *splits[name], classes)
+                                         for name in ("val", "test")}}
+        results["style"] = evaluate_style(model, dataset, device, probe_epochs, seed)
     return results
 
 
@@ -117,6 +63,13 @@ def format_table(results):
         lines.append(f"{kind:<10} {r['val_acc']:>8.4f} {r['test_acc']:>9.4f} {r['epoch']:>4}/{r['epochs']:<3}")
     knn = results["knn"]
     lines.append(f"{'knn k=' + str(knn['k']):<10} {knn['val_acc']:>8.4f} {knn['test_acc']:>9.4f} {'-':>8}")
+    lines.append(f"{'style':<17} {'val':>8} {'test':>9} {'epoch':>8}")
+    for target, probes in results["style"].items():
+        for kind in PROBES:
+            r = probes[kind]
+            metric = "acc" if "val_acc" in r else "r2"
+            lines.append(f"{target + ' ' + metric + ' ' + kind:<17} {r['val_' + metric]:>8.4f} "
+                         f"{r['test_' + metric]:>9.4f} {r['epoch']:>4}/{r['epochs']:<3}")
     return "\n".join(lines)
 
 

@@ -53,7 +53,7 @@ def test_fixed_crop_samples_the_box():
     state = g.get_state()
     _, _, cx, cy = augment.crop_boxes(1, crop.scale, crop.ratio, g, "cpu")
     g.set_state(state)
-    out = augment.crop_and_flip(image, crop, g)[0, 0]
+    out = augment.apply_crop_flip(image, augment.draw_crop_flip(1, crop, g, "cpu"))[0, 0]
     # the box is [c - 0.5, c + 0.5] in [-1, 1] coordinates: its left edge in pixels is (c - 0.5 + 1) * 14
     left, top = (float(cx) + 0.5) * 14, (float(cy) + 0.5) * 14
     for i, j in [(5, 9), (13, 2), (20, 20)]:
@@ -76,12 +76,14 @@ def test_crop_boxes_follow_the_recipe():
     assert area.min() < 0.45 and area.max() > 0.95  # the whole range is drawn
 
 
-def test_vertical_flip_probability_is_about_half():
+def test_vertical_flip_probability_is_about_half_and_as_drawn():
     recipe = augment.RECIPES["official"]
     images = (torch.arange(28.0) / 27).view(1, 1, 28, 1).expand(2000, 1, 28, 28)  # brighter downwards
-    out = augment.crop_and_flip(images, recipe, generator(2))
-    flipped = (out[:, 0, -1].mean(dim=1) < out[:, 0, 0].mean(dim=1)).float().mean()  # brighter upwards
-    assert 0.45 < float(flipped) < 0.55
+    params = augment.draw_crop_flip(len(images), recipe, generator(2), "cpu")
+    out = augment.apply_crop_flip(images, params)
+    flipped = out[:, 0, -1].mean(dim=1) < out[:, 0, 0].mean(dim=1)  # brighter upwards
+    assert torch.equal(flipped, params.fy < 0) and (params.fx == 1).all()
+    assert 0.45 < float(flipped.float().mean()) < 0.55
 
 
 def test_bad_arguments():

@@ -59,6 +59,8 @@ def test_each_method_trains_and_evaluates(data_root, tmp_path, capsys, method, e
         assert chosen["val_acc"] == max(h["val_acc"] for h in results[kind]["history"])
         assert chosen["test_acc"] == results[kind]["test_acc"]  # reported at the validation-chosen epoch
     assert 0.0 <= results["knn"]["test_acc"] <= 1.0 and results["knn"]["k"] == 20
+    assert set(results["style"]) == {"flip", "scale", "position"}
+    assert all(set(probes) == {"linear", "mlp"} for probes in results["style"].values())
     assert (out / "loss.png").stat().st_size > 0
     assert (out / "reconstructions.png").exists() == (method != "simclr")
 
