@@ -1,6 +1,8 @@
 # make test: set up a virtual environment (CPU torch first), build the extension, compile-check the CUDA
 #            sources, run the test suite with Triton in its CPU interpreter.
 # make demo: set up and run the main job.
+# make reproduce: SimVAE vs VAE vs SimCLR on FashionMNIST and MNIST, 3 seeds, content and style (about 90 min on
+#            2 cores); writes benchmarks/results/reproduction.{md,png} and reproduction_runs.csv.
 # TORCH=torch==2.14.1 selects the CUDA build of torch (then the CUDA kernels are built too).
 VENV    ?= .venv
 TORCH   ?= torch==2.13.0
@@ -9,7 +11,7 @@ PIP     := $(PY) -m pip
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*) setup.py pyproject.toml
 
-.PHONY: test demo bench setup nvcc-check sanitize clean
+.PHONY: test demo reproduce bench setup nvcc-check sanitize clean
 
 $(VENV)/.deps: pyproject.toml
 	python3 -m venv $(VENV)
@@ -57,6 +59,11 @@ bench: setup
 demo: setup
 	$(PY) -m simvae_fast data fetch fashion-mnist
 	$(PY) -m simvae_fast train --overwrite --out runs/demo
+
+reproduce: setup
+	$(PY) -m simvae_fast data fetch fashion-mnist
+	$(PY) -m simvae_fast data fetch mnist
+	$(PY) benchmarks/reproduce.py
 
 clean:
 	rm -rf build $(VENV) simvae_fast/*.so
