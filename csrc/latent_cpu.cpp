@@ -6,8 +6,9 @@
 // philox.h elsewhere; Box-Muller below), in the forward only for float32/float64, never stored.
 // Work: groups are split over threads (at::parallel_for, OpenMP); a group is swept in chunks of kChunk
 // dims, and a chunk's J·kChunk values of z (and std·ε) stay in a per-thread scratch in L1, so each input
-// is read once from memory per direction and no G·J·D temporary exists. Inner loops are plain
-// loops over arrays (vectorised by gcc: the exp/log/cos/sqrt below are branch-free); target_clones compiles
+// is read once from memory per direction and no G·J·D temporary exists. Each view's row of a chunk is
+// sampled in one pass (exp, z, the z̄ sum and the Σ logvar lanes together); sums are kept per lane and
+// reduced once per group. Inner loops are plain loops over arrays (vectorised by gcc: the exp/log/cos/sqrt below are branch-free); target_clones compiles
 // an AVX2+FMA copy chosen at load time next to the baseline one. Philox is written with AVX2 intrinsics
 // (gcc's vectorisation of its 32×32→64-bit products is shuffle-heavy: ≈ 6× slower).
 //
@@ -230,117 +231,127 @@ struct Problem {
   bool grouped;
 };
 
-// Noise of row segment starting at element `first` (n values) into eps_out, in acc_t.
-template <typename scalar_t, typename acc_t>
-SIMVAE_INLINE void load_noise(const Problem<acc_t>& p, const scalar_t* eps, int64_t first, int64_t n, float* normals,
-                       acc_t* eps_out) {
-  if (p.eps_given) {
-    for (int64_t i = 0; i < n; ++i) eps_out[i] = static_cast<acc_t>(eps[first + i]);
-  } else {
-    philox_normals(p.seed, p.offset + static_cast<uint64_t>(first), n, normals);
-    for (int64_t i = 0; i < n; ++i) eps_out[i] = static_cast<acc_t>(normals[i]);
-  }
-}
-
-// Recompute t = std·ε and z = μ + t of views 0..J−1 at dims [d0, d0 + n) of the group starting at `base`
-// into scratch rows t[j·kChunk + i], z[j·kChunk + i]; returns Σ logvar over the chunk.
-template <typename scalar_t, typename acc_t>
-SIMVAE_INLINE acc_t sample_chunk(const Problem<acc_t>& p, const scalar_t* mu, const scalar_t* logvar, const scalar_t* eps,
-                          int64_t base, int64_t d0, int64_t n, float* normals, acc_t* t, acc_t* z) {
-  acc_t logvar_sum = 0;
-  for (int64_t j = 0; j < p.views; ++j) {
-    const int64_t first = base + j * p.dims + d0;
-    acc_t* t_row = t + j * kChunk;
-    acc_t* z_row = z + j * kChunk;
-    load_noise(p, eps, first, n, normals, t_row);
-#pragma omp simd reduction(+ : logvar_sum)
-    for (int64_t i = 0; i < n; ++i) {
-      const acc_t lv = static_cast<acc_t>(logvar[first + i]);
-      t_row[i] = exp_acc(acc_t(0.5) * lv) * t_row[i];
-      z_row[i] = static_cast<acc_t>(mu[first + i]) + t_row[i];
-      logvar_sum += lv;
-    }
-  }
-  return logvar_sum;
-}
-
-// The same rows taken from the forward's saved z: z as saved, t = z − μ (float32/float64 inputs).
-template <typename scalar_t, typename acc_t>
-SIMVAE_INLINE void saved_chunk(const Problem<acc_t>& p, const scalar_t* mu, const scalar_t* saved_z, int64_t base,
-                               int64_t d0, int64_t n, acc_t* t, acc_t* z) {
-  for (int64_t j = 0; j < p.views; ++j) {
-    const int64_t first = base + j * p.dims + d0;
-    acc_t* t_row = t + j * kChunk;
-    acc_t* z_row = z + j * kChunk;
-    for (int64_t i = 0; i < n; ++i) {
-      z_row[i] = static_cast<acc_t>(saved_z[first + i]);
-      t_row[i] = z_row[i] - static_cast<acc_t>(mu[first + i]);
-    }
-  }
-}
-
-// z̄ of the chunk's views into zbar[0..n).
+// A thread's scratch. Per chunk: t = std·ε and z of the J views (rows of kChunk) and z̄; per group: lane sums
+// lanes_*[i] over the dims i, i + kChunk, … of every view, added up once per group (a horizontal sum per
+// chunk and view costs as much as the chunk's arithmetic). Only `lanes` = min(kChunk, D) lanes are used.
+// Nothing is zero-filled at construction: every element is written before it is read.
 template <typename acc_t>
-SIMVAE_INLINE void chunk_mean(int64_t views, int64_t n, const acc_t* z, acc_t* zbar) {
-  for (int64_t i = 0; i < n; ++i) zbar[i] = 0;
-  for (int64_t j = 0; j < views; ++j)
-    for (int64_t i = 0; i < n; ++i) zbar[i] += z[j * kChunk + i];
-  const acc_t count = static_cast<acc_t>(views);
+struct Scratch {
+  Scratch(int64_t views, int64_t dims)
+      : lanes(std::min(kChunk, dims)),
+        buffer(new acc_t[2 * views * kChunk + 4 * kChunk]),
+        t(buffer.get()),
+        z(t + views * kChunk),
+        zbar(z + views * kChunk),
+        lanes_logvar(zbar + kChunk),
+        lanes_within(lanes_logvar + kChunk),
+        lanes_mean(lanes_within + kChunk) {}
+  int64_t lanes;
+  std::unique_ptr<acc_t[]> buffer;
+  acc_t *t, *z, *zbar, *lanes_logvar, *lanes_within, *lanes_mean;
+};
+
+// x[0..kChunk) = 0 as a few vector stores: fully unrolled before gcc's loop distribution could turn it into a
+// memset call or `rep stos` (whose start-up costs more than the stores here).
+template <typename acc_t>
+SIMVAE_INLINE void zero(acc_t* x) {
+#pragma GCC unroll 64
+  for (int64_t i = 0; i < kChunk; ++i) x[i] = 0;
+}
+
+template <typename acc_t>
+SIMVAE_INLINE acc_t sum(int64_t n, const acc_t* x) {
+  acc_t total = 0;
+#pragma omp simd reduction(+ : total)
+  for (int64_t i = 0; i < n; ++i) total += x[i];
+  return total;
+}
+
+// One view's row of a chunk, n values from element `first`, in one pass: t = exp(½ logvar)·ε, z = μ + t into
+// the scratch rows, z̄ sum zsum += z, lanes_logvar += logvar, and z_out = z if write_z (the forward; a
+// compile-time choice: gcc if-converts a run-time one into masked stores, ≈ 10× slower on Zen 3).
+// `noise` is ε at the row's start: the eps tensor, or the row's Philox normals.
+template <bool write_z, typename scalar_t, typename acc_t, typename noise_t>
+SIMVAE_INLINE void sample_row(const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
+                              const noise_t* __restrict__ noise, int64_t n, acc_t* __restrict__ t_row,
+                              acc_t* __restrict__ z_row, acc_t* __restrict__ zsum, acc_t* __restrict__ lanes_logvar,
+                              scalar_t* __restrict__ z_out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const acc_t lv = static_cast<acc_t>(logvar[i]);
+    const acc_t t = exp_acc(acc_t(0.5) * lv) * static_cast<acc_t>(noise[i]);
+    const acc_t z = static_cast<acc_t>(mu[i]) + t;
+    t_row[i] = t;
+    z_row[i] = z;
+    zsum[i] += z;
+    lanes_logvar[i] += lv;
+    if constexpr (write_z) z_out[i] = static_cast<scalar_t>(z);
+  }
+}
+
+// The chunk's J rows (views) at dims [d0, d0 + n) of the group starting at `base`, z̄ sums into s.zbar.
+template <bool write_z, typename scalar_t, typename acc_t>
+SIMVAE_INLINE void sample_chunk(const Problem<acc_t>& p, const scalar_t* mu, const scalar_t* logvar,
+                                const scalar_t* eps, int64_t base, int64_t d0, int64_t n, float* normals,
+                                Scratch<acc_t>& s, scalar_t* z_out) {
+  zero(s.zbar);
+  for (int64_t j = 0; j < p.views; ++j) {
+    const int64_t first = base + j * p.dims + d0;
+    scalar_t* out = z_out + first;
+    acc_t *t_row = s.t + j * kChunk, *z_row = s.z + j * kChunk;
+    if (p.eps_given) {
+      sample_row<write_z>(mu + first, logvar + first, eps + first, n, t_row, z_row, s.zbar, s.lanes_logvar, out);
+    } else {
+      philox_normals(p.seed, p.offset + static_cast<uint64_t>(first), n, normals);
+      sample_row<write_z>(mu + first, logvar + first, normals, n, t_row, z_row, s.zbar, s.lanes_logvar, out);
+    }
+  }
+}
+
+// z̄ = zsum / J in place (grouped priors); 0 for standard, whose gradient −2·within·z_j is the grouped
+// formula with z̄ = 0 and mean = 0.
+template <typename acc_t>
+SIMVAE_INLINE void finish_mean(const Problem<acc_t>& p, int64_t n, acc_t* zbar) {
+  if (!p.grouped) return zero(zbar);
+  const acc_t count = static_cast<acc_t>(p.views);
   for (int64_t i = 0; i < n; ++i) zbar[i] /= count;
 }
 
-// A thread's scratch rows for one chunk of a group: t = std·ε and z of the J views, and z̄ (not zero-filled:
-// every element is written before it is read).
-template <typename acc_t>
-struct ChunkScratch {
-  explicit ChunkScratch(int64_t views)
-      : buffer(new acc_t[2 * views * kChunk + kChunk]),
-        t(buffer.get()),
-        z(t + views * kChunk),
-        zbar(z + views * kChunk) {}
-  std::unique_ptr<acc_t[]> buffer;
-  acc_t* t;
-  acc_t* z;
-  acc_t* zbar;
-};
-
+// Per group: z_j written, S_w = Σ_j Σ_d (z_j − z̄)² from the scratch rows after z̄ is known (two passes over
+// the chunk: stable), M = Σ_d z̄², Σ logvar, all as lane sums. Standard: z̄ = 0, so S_w = Σ_j ‖z_j‖², and
+// mean = 0 (M unused).
 template <typename scalar_t, typename acc_t>
 SIMVAE_SIMD_CLONES void forward_groups(const Problem<acc_t>& p, const scalar_t* mu, const scalar_t* logvar,
                                        const scalar_t* eps, scalar_t* z_out, acc_t* log_prior, acc_t* entropy,
                                        acc_t log_prior_const, acc_t entropy_const, int64_t g_begin, int64_t g_end) {
-  ChunkScratch<acc_t> scratch(p.views);
-  acc_t *t = scratch.t, *z = scratch.z, *zbar = scratch.zbar;
+  Scratch<acc_t> s(p.views, p.dims);
   float normals[kChunk];
   for (int64_t g = g_begin; g < g_end; ++g) {
     const int64_t base = g * p.views * p.dims;
-    acc_t logvar_sum = 0, within_sum = 0, mean_sum = 0;
+    zero(s.lanes_logvar);
+    zero(s.lanes_within);
+    zero(s.lanes_mean);
     for (int64_t d0 = 0; d0 < p.dims; d0 += kChunk) {
       const int64_t n = std::min(kChunk, p.dims - d0);
-      logvar_sum += sample_chunk(p, mu, logvar, eps, base, d0, n, normals, t, z);
+      sample_chunk<true>(p, mu, logvar, eps, base, d0, n, normals, s, z_out);
+      finish_mean(p, n, s.zbar);
+      for (int64_t i = 0; i < n; ++i) s.lanes_mean[i] += s.zbar[i] * s.zbar[i];
       for (int64_t j = 0; j < p.views; ++j) {
-        scalar_t* out = z_out + base + j * p.dims + d0;
-        for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(z[j * kChunk + i]);
+        const acc_t* z_row = s.z + j * kChunk;
+        for (int64_t i = 0; i < n; ++i) s.lanes_within[i] += (z_row[i] - s.zbar[i]) * (z_row[i] - s.zbar[i]);
       }
-      if (!p.grouped) {
-        for (int64_t j = 0; j < p.views; ++j) {
-          const acc_t* z_row = z + j * kChunk;
-#pragma omp simd reduction(+ : within_sum)
-          for (int64_t i = 0; i < n; ++i) within_sum += z_row[i] * z_row[i];
-        }
-        continue;
-      }
-      chunk_mean(p.views, n, z, zbar);
-      for (int64_t j = 0; j < p.views; ++j) {
-        const acc_t* z_row = z + j * kChunk;
-#pragma omp simd reduction(+ : within_sum)
-        for (int64_t i = 0; i < n; ++i) within_sum += (z_row[i] - zbar[i]) * (z_row[i] - zbar[i]);
-      }
-#pragma omp simd reduction(+ : mean_sum)
-      for (int64_t i = 0; i < n; ++i) mean_sum += zbar[i] * zbar[i];
     }
-    log_prior[g] = log_prior_const - p.within * within_sum - p.mean * mean_sum;
-    entropy[g] = entropy_const + acc_t(0.5) * logvar_sum;
+    log_prior[g] = log_prior_const - p.within * sum(s.lanes, s.lanes_within) - p.mean * sum(s.lanes, s.lanes_mean);
+    entropy[g] = entropy_const + acc_t(0.5) * sum(s.lanes, s.lanes_logvar);
   }
+}
+
+// dz_total = dz − a_dev·(z − z̄) − a_mean·z̄ and the two gradients of one view's row of n values.
+template <typename scalar_t, typename acc_t>
+SIMVAE_INLINE void emit_grads(acc_t z, acc_t t, acc_t zbar, scalar_t grad_z, acc_t a_dev, acc_t a_mean,
+                              acc_t half_b, scalar_t& grad_mu, scalar_t& grad_logvar) {
+  const acc_t total = static_cast<acc_t>(grad_z) - a_dev * (z - zbar) - a_mean * zbar;
+  grad_mu = static_cast<scalar_t>(total);
+  grad_logvar = static_cast<scalar_t>(acc_t(0.5) * total * t + half_b);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -348,35 +359,41 @@ SIMVAE_SIMD_CLONES void backward_groups(const Problem<acc_t>& p, const scalar_t*
                                         const acc_t* grad_entropy, const scalar_t* mu, const scalar_t* logvar,
                                         const scalar_t* eps, const scalar_t* saved_z, scalar_t* grad_mu,
                                         scalar_t* grad_logvar, int64_t g_begin, int64_t g_end) {
-  ChunkScratch<acc_t> scratch(p.views);
-  acc_t *t = scratch.t, *z = scratch.z, *zbar = scratch.zbar;
+  Scratch<acc_t> s(p.views, p.dims);
   float normals[kChunk];
   for (int64_t g = g_begin; g < g_end; ++g) {
     const int64_t base = g * p.views * p.dims;
     const acc_t a = grad_log_prior[g], half_b = acc_t(0.5) * grad_entropy[g];
     // a·∂log p/∂z_j = −a_dev·(z_j − z̄) − a_mean·z̄   (a_dev = 2·within·a, a_mean = 2·mean·a/J)
     const acc_t a_dev = acc_t(2) * p.within * a, a_mean = acc_t(2) * p.mean * a / static_cast<acc_t>(p.views);
+    zero(s.lanes_logvar);
     for (int64_t d0 = 0; d0 < p.dims; d0 += kChunk) {
       const int64_t n = std::min(kChunk, p.dims - d0);
-      if (saved_z != nullptr) {
-        saved_chunk(p, mu, saved_z, base, d0, n, t, z);
-      } else {
-        sample_chunk(p, mu, logvar, eps, base, d0, n, normals, t, z);
-      }
-      if (p.grouped) {
-        chunk_mean(p.views, n, z, zbar);
-      } else {
-        for (int64_t i = 0; i < n; ++i) zbar[i] = 0;  // standard: a_mean = 0, gradient −a_dev·z_j
-      }
-      for (int64_t j = 0; j < p.views; ++j) {
-        const int64_t first = base + j * p.dims + d0;
-        const acc_t* t_row = t + j * kChunk;
-        const acc_t* z_row = z + j * kChunk;
-        for (int64_t i = 0; i < n; ++i) {
-          const acc_t total =
-              static_cast<acc_t>(grad_z[first + i]) - a_dev * (z_row[i] - zbar[i]) - a_mean * zbar[i];
-          grad_mu[first + i] = static_cast<scalar_t>(total);
-          grad_logvar[first + i] = static_cast<scalar_t>(acc_t(0.5) * total * t_row[i] + half_b);
+      if (saved_z != nullptr) {  // z̄ from the saved z, then per view z read again (from L1) and t = z − μ
+        zero(s.zbar);
+        for (int64_t j = 0; j < p.views; ++j) {
+          const scalar_t* z_row = saved_z + base + j * p.dims + d0;
+          for (int64_t i = 0; i < n; ++i) s.zbar[i] += static_cast<acc_t>(z_row[i]);
+        }
+        finish_mean(p, n, s.zbar);
+        for (int64_t j = 0; j < p.views; ++j) {
+          const int64_t first = base + j * p.dims + d0;
+          for (int64_t i = 0; i < n; ++i) {
+            const acc_t z = static_cast<acc_t>(saved_z[first + i]);
+            emit_grads(z, z - static_cast<acc_t>(mu[first + i]), s.zbar[i], grad_z[first + i], a_dev, a_mean,
+                       half_b, grad_mu[first + i], grad_logvar[first + i]);
+          }
+        }
+      } else {  // z and t recomputed into the scratch rows (lanes_logvar is summed, unused)
+        sample_chunk<false>(p, mu, logvar, eps, base, d0, n, normals, s, grad_mu);  // grad_mu: not written
+        finish_mean(p, n, s.zbar);
+        for (int64_t j = 0; j < p.views; ++j) {
+          const int64_t first = base + j * p.dims + d0;
+          const acc_t *t_row = s.t + j * kChunk, *z_row = s.z + j * kChunk;
+          for (int64_t i = 0; i < n; ++i) {
+            emit_grads(z_row[i], t_row[i], s.zbar[i], grad_z[first + i], a_dev, a_mean, half_b, grad_mu[first + i],
+                       grad_logvar[first + i]);
+          }
         }
       }
     }
