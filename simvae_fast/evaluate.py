@@ -57,19 +57,20 @@ def evaluate(model, dataset, device, probe_epochs, seed=0):
 
 
 def format_table(results):
-    lines = [f"{'probe':<10} {'val acc':>8} {'test acc':>9} {'epoch':>8}"]
+    row = "{:<24} {:>8} {:>9} {:>8}"
+    lines = [row.format("content probe", "val acc", "test acc", "epoch")]
     for kind in PROBES:
         r = results[kind]
-        lines.append(f"{kind:<10} {r['val_acc']:>8.4f} {r['test_acc']:>9.4f} {r['epoch']:>4}/{r['epochs']:<3}")
+        lines.append(row.format(kind, f"{r['val_acc']:.4f}", f"{r['test_acc']:.4f}", f"{r['epoch']}/{r['epochs']}"))
     knn = results["knn"]
-    lines.append(f"{'knn k=' + str(knn['k']):<10} {knn['val_acc']:>8.4f} {knn['test_acc']:>9.4f} {'-':>8}")
-    lines.append(f"{'style':<17} {'val':>8} {'test':>9} {'epoch':>8}")
+    lines.append(row.format(f"knn k={knn['k']}", f"{knn['val_acc']:.4f}", f"{knn['test_acc']:.4f}", "-"))
+    lines.append(row.format("style probe", "val", "test", "epoch"))
     for target, probes in results["style"].items():
         for kind in PROBES:
             r = probes[kind]
             metric = "acc" if "val_acc" in r else "r2"
-            lines.append(f"{target + ' ' + metric + ' ' + kind:<17} {r['val_' + metric]:>8.4f} "
-                         f"{r['test_' + metric]:>9.4f} {r['epoch']:>4}/{r['epochs']:<3}")
+            lines.append(row.format(f"{target} {metric}, {kind}", f"{r['val_' + metric]:.4f}",
+                                    f"{r['test_' + metric]:.4f}", f"{r['epoch']}/{r['epochs']}"))
     return "\n".join(lines)
 
 

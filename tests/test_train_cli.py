@@ -40,7 +40,7 @@ def test_each_method_trains_and_evaluates(data_root, tmp_path, capsys, method, e
     out = tmp_path / "run"
     assert main(["train", "--method", method, "--data-root", str(data_root), "--out", str(out), *TINY, *extra]) == 0
     printed = capsys.readouterr().out
-    assert "linear" in printed and "knn k=20" in printed
+    assert "linear" in printed and "knn k=20" in printed and "position r2, mlp" in printed
 
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
