@@ -268,10 +268,11 @@ SIMVAE_INLINE acc_t sum(int64_t n, const acc_t* x) {
 }
 
 // One view's row of a chunk, n values from element `first`, in one pass: t = exp(½ logvar)·ε, z = μ + t into
-// the scratch rows, z̄ sum zsum += z, lanes_logvar += logvar, and z_out = z if write_z (the forward; a
-// compile-time choice: gcc if-converts a run-time one into masked stores, ≈ 10× slower on Zen 3).
-// `noise` is ε at the row's start: the eps tensor, or the row's Philox normals.
-template <bool write_z, typename scalar_t, typename acc_t, typename noise_t>
+// the scratch row z_row and the z̄ sum zsum += z; then the forward adds lanes_logvar += logvar and writes
+// z_out = z, the backward keeps t_row = t. `forward` is a compile-time choice: gcc if-converts a run-time one
+// into masked stores, ≈ 10× slower on Zen 3. `noise` is ε at the row's start: the eps tensor, or the row's
+// Philox normals.
+template <bool forward, typename scalar_t, typename acc_t, typename noise_t>
 SIMVAE_INLINE void sample_row(const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
                               const noise_t* __restrict__ noise, int64_t n, acc_t* __restrict__ t_row,
                               acc_t* __restrict__ z_row, acc_t* __restrict__ zsum, acc_t* __restrict__ lanes_logvar,
@@ -280,16 +281,19 @@ SIMVAE_INLINE void sample_row(const scalar_t* __restrict__ mu, const scalar_t* _
     const acc_t lv = static_cast<acc_t>(logvar[i]);
     const acc_t t = exp_acc(acc_t(0.5) * lv) * static_cast<acc_t>(noise[i]);
     const acc_t z = static_cast<acc_t>(mu[i]) + t;
-    t_row[i] = t;
     z_row[i] = z;
     zsum[i] += z;
-    lanes_logvar[i] += lv;
-    if constexpr (write_z) z_out[i] = static_cast<scalar_t>(z);
+    if constexpr (forward) {
+      lanes_logvar[i] += lv;
+      z_out[i] = static_cast<scalar_t>(z);
+    } else {
+      t_row[i] = t;
+    }
   }
 }
 
 // The chunk's J rows (views) at dims [d0, d0 + n) of the group starting at `base`, z̄ sums into s.zbar.
-template <bool write_z, typename scalar_t, typename acc_t>
+template <bool forward, typename scalar_t, typename acc_t>
 SIMVAE_INLINE void sample_chunk(const Problem<acc_t>& p, const scalar_t* mu, const scalar_t* logvar,
                                 const scalar_t* eps, int64_t base, int64_t d0, int64_t n, float* normals,
                                 Scratch<acc_t>& s, scalar_t* z_out) {
@@ -299,10 +303,10 @@ SIMVAE_INLINE void sample_chunk(const Problem<acc_t>& p, const scalar_t* mu, con
     scalar_t* out = z_out + first;
     acc_t *t_row = s.t + j * kChunk, *z_row = s.z + j * kChunk;
     if (p.eps_given) {
-      sample_row<write_z>(mu + first, logvar + first, eps + first, n, t_row, z_row, s.zbar, s.lanes_logvar, out);
+      sample_row<forward>(mu + first, logvar + first, eps + first, n, t_row, z_row, s.zbar, s.lanes_logvar, out);
     } else {
       philox_normals(p.seed, p.offset + static_cast<uint64_t>(first), n, normals);
-      sample_row<write_z>(mu + first, logvar + first, normals, n, t_row, z_row, s.zbar, s.lanes_logvar, out);
+      sample_row<forward>(mu + first, logvar + first, normals, n, t_row, z_row, s.zbar, s.lanes_logvar, out);
     }
   }
 }
@@ -366,7 +370,6 @@ SIMVAE_SIMD_CLONES void backward_groups(const Problem<acc_t>& p, const scalar_t*
     const acc_t a = grad_log_prior[g], half_b = acc_t(0.5) * grad_entropy[g];
     // a·∂log p/∂z_j = −a_dev·(z_j − z̄) − a_mean·z̄   (a_dev = 2·within·a, a_mean = 2·mean·a/J)
     const acc_t a_dev = acc_t(2) * p.within * a, a_mean = acc_t(2) * p.mean * a / static_cast<acc_t>(p.views);
-    zero(s.lanes_logvar);
     for (int64_t d0 = 0; d0 < p.dims; d0 += kChunk) {
       const int64_t n = std::min(kChunk, p.dims - d0);
       if (saved_z != nullptr) {  // z̄ from the saved z, then per view z read again (from L1) and t = z − μ
@@ -384,7 +387,7 @@ SIMVAE_SIMD_CLONES void backward_groups(const Problem<acc_t>& p, const scalar_t*
                        half_b, grad_mu[first + i], grad_logvar[first + i]);
           }
         }
-      } else {  // z and t recomputed into the scratch rows (lanes_logvar is summed, unused)
+      } else {  // z and t recomputed into the scratch rows
         sample_chunk<false>(p, mu, logvar, eps, base, d0, n, normals, s, grad_mu);  // grad_mu: not written
         finish_mean(p, n, s.zbar);
         for (int64_t j = 0; j < p.views; ++j) {
