@@ -42,3 +42,26 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     monkeypatch.setattr(data, "DEBIAN_ROOT", tmp_path / "debian")
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Synthetic FashionMNIST- and MNIST-named datasets (gzipped IDX): 256 training and 64 test images each, a
+    bright band whose height gives the class, on noise."""
+    import numpy as np
+
+    from simvae_fast import data
+
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("data")
+
+    def split(n):
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 * label:2 * label + 6] += 150
+        return images, labels
+
+    for name in ("fashion-mnist", "mnist"):
+        data.write_dataset(root / name, *split(256), *split(64), compress=True)
+    return root

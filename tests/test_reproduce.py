@@ -5,30 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-
-from simvae_fast import data
-
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """Synthetic FashionMNIST- and MNIST-named datasets: 256 training and 64 test images, a class-dependent band."""
-    rng = np.random.default_rng(0)
-    root = tmp_path_factory.mktemp("data")
-
-    def split(n):
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 2 * label:2 * label + 6] += 150
-        return images, labels
-
-    for name in ("fashion-mnist", "mnist"):
-        data.write_dataset(root / name, *split(256), *split(64))
-    return root
 
 
 def reproduce(data_root, tmp_path, *extra):

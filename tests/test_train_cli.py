@@ -3,32 +3,13 @@ import csv
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from simvae_fast import data
 from simvae_fast.cli import main
 
 TINY = ["--limit-train", "192", "--val-size", "64", "--limit-test", "64", "--epochs", "1", "--probe-epochs", "2",
         "--log-every", "1", "--no-verify"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """A synthetic FashionMNIST-named dataset: 256 training and 64 test images, a class-dependent bright band."""
-    rng = np.random.default_rng(0)
-    root = tmp_path_factory.mktemp("data")
-
-    def split(n):
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 2 * label:2 * label + 6] += 150
-        return images, labels
-
-    data.write_dataset(root / "fashion-mnist", *split(256), *split(64), compress=True)
-    return root
 
 
 @pytest.mark.parametrize("method, extra", [
