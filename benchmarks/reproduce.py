@@ -111,7 +111,8 @@ def train_and_evaluate(config, threads=1):
 
 
 def run_all(configs, jobs):
-    """Results of every config, reusing finished runs; the others `jobs` at a time, with a progress bar."""
+    """Results of every config and how many were reused (finished earlier); the others run `jobs` at a time,
+    with a progress bar."""
     results = {i: finished(dataclasses.asdict(c)) for i, c in enumerate(configs)}
     todo = [i for i, r in results.items() if r is None]
     print(f"{len(configs) - len(todo)} of {len(configs)} runs already done; {len(todo)} to go, {jobs} at a time")
@@ -124,7 +125,7 @@ def run_all(configs, jobs):
             bar.set_postfix_str(f"{configs[i].dataset} {configs[i].method} seed {configs[i].seed}: "
                                 f"{results[i]['seconds']:.0f} s")
             bar.update()
-    return [results[i] for i in range(len(configs))]
+    return [results[i] for i in range(len(configs))], len(configs) - len(todo)
 
 
 def main(argv=None):
@@ -137,9 +138,10 @@ def main(argv=None):
         return 2
     configs = run_configs(args)
     started = datetime.now(timezone.utc)
-    results = run_all(configs, args.jobs)
+    results, reused = run_all(configs, args.jobs)
     command = "python benchmarks/reproduce.py " + " ".join(map(shlex.quote, sys.argv[1:] if argv is None else argv))
-    paths = write_outputs(results, args, command.strip(), started, datetime.now(timezone.utc), Path(args.results_dir))
+    paths = write_outputs(results, reused, args, command.strip(), started, datetime.now(timezone.utc),
+                          Path(args.results_dir))
     print("\n".join(f"wrote {p}" for p in paths))
     return 0
 

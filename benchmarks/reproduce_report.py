@@ -92,6 +92,11 @@ def claims(table, dataset, methods):
                         f"{simclr - mean_std(table[dataset, 'vae'][label])[0]:+.3f}")
         lines.append("- Content, gap to SimCLR (SimCLR − SimVAE vs SimCLR − VAE; narrowed when the first is "
                      "smaller): " + "; ".join(gaps))
+        behind = [label for label in content if mean_std(table[dataset, "simclr"][label])[0] <
+                  min(mean_std(table[dataset, m][label])[0] for m in ("simvae", "vae"))]
+        if behind:
+            lines.append(f"  SimCLR is below both VAEs on {', '.join(behind)}: at this budget and these settings "
+                         "there is no gap to narrow there (negative gaps).")
     if has["simvae"] and has["simclr"]:
         lines.append("- Style, SimVAE beats SimCLR: " + "; ".join(
             f"{label}: {verdict(table[dataset, 'simvae'][label], table[dataset, 'simclr'][label])}"
@@ -156,7 +161,7 @@ def plot(table, datasets, methods, path):
     plt.close(fig)
 
 
-def markdown(table, results, args, command, started, finished):
+def markdown(table, results, reused, args, command, started, finished, notes):
     datasets = [d for d in args.datasets if any((d, m) in table for m in args.methods)]
     seeds = sorted({r["config"]["seed"] for r in results})
     config = results[0]["config"]
@@ -165,8 +170,9 @@ def markdown(table, results, args, command, started, finished):
         "# Reproduction: SimVAE vs VAE vs SimCLR on FashionMNIST and MNIST, content and style",
         "",
         f"Written by `benchmarks/reproduce.py` ({version()}) on {finished:%Y-%m-%d}; this invocation ran "
-        f"{started:%H:%M}–{finished:%H:%M} UTC ({wall.total_seconds() / 60:.0f} min); the {len(results)} runs took "
-        f"{sum(r['seconds'] for r in results) / 60:.0f} min of one-thread compute in all (training and probes).",
+        f"{started:%H:%M}–{finished:%H:%M} UTC ({wall.total_seconds() / 60:.0f} min) and reused {reused} of the "
+        f"{len(results)} runs from an earlier one; the runs took {sum(r['seconds'] for r in results) / 60:.0f} min "
+        "of one-thread compute in all (training and probes).",
         "",
         f"- Command: `{command}`" + (" (what `make reproduce` runs)" if command.endswith("reproduce.py") else "") +
         f", after `simvae-fast data fetch` of {' and '.join(datasets)} (Debian's and npm's packages).",
@@ -198,16 +204,21 @@ def markdown(table, results, args, command, started, finished):
     lines += ["", "![test scores](reproduction.png)", "",
               "Every run: [reproduction_runs.csv](reproduction_runs.csv). Claim verdicts: reproduce_report.py's "
               "docstring (d: difference of the means, se: its standard error over seeds).", ""]
+    if notes is not None:
+        lines += ["## Notes (hand-written, from reproduction_notes.md)", "", notes.strip(), ""]
     return "\n".join(lines)
 
 
-def write_outputs(results, args, command, started, finished, out_dir):
-    """Write reproduction.md, reproduction_runs.csv and reproduction.png into out_dir; returns their paths."""
+def write_outputs(results, reused, args, command, started, finished, out_dir):
+    """Write reproduction.md (with out_dir/reproduction_notes.md appended when it exists), reproduction_runs.csv
+    and reproduction.png into out_dir; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    notes_file = out_dir / "reproduction_notes.md"
+    notes = notes_file.read_text() if notes_file.is_file() else None
     table = summarise(results)
     datasets = [d for d in args.datasets if any((d, m) in table for m in args.methods)]
     paths = out_dir / "reproduction.md", out_dir / "reproduction_runs.csv", out_dir / "reproduction.png"
-    paths[0].write_text(markdown(table, results, args, command, started, finished))
+    paths[0].write_text(markdown(table, results, reused, args, command, started, finished, notes))
     write_runs_csv(results, paths[1])
     plot(table, datasets, [m for m in args.methods if any((d, m) in table for d in datasets)], paths[2])
     return paths

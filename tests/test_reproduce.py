@@ -1,5 +1,6 @@
 """benchmarks/reproduce.py end to end at a tiny budget (one seed, one epoch, a few hundred synthetic images): every
-run trains and is evaluated, the report, run CSV and chart are written, and a second invocation reuses the runs."""
+run trains and is evaluated, the report, run CSV and chart are written, and a second invocation reuses the runs
+and appends the hand-written notes."""
 import csv
 import subprocess
 import sys
@@ -35,12 +36,15 @@ def test_tiny_reproduction(data_root, tmp_path):
                     "### Claims on MNIST", "| SimVAE |", "| VAE |", "| SimCLR |", "Content, SimVAE beats the VAE",
                     "Style, SimVAE beats SimCLR", "one seed, no noise estimate"):
         assert heading in report
-    assert "--epochs 1" in report  # the command that made it
+    assert "--epochs 1" in report and "reused 0 of the 6 runs" in report  # the command that made it
     assert (results / "reproduction.png").stat().st_size > 10_000
 
+    (results / "reproduction_notes.md").write_text("What was tried: nothing else.\n")
     again = reproduce(data_root, tmp_path, "--datasets", "mnist", "--methods", "vae", "--jobs", "1")
     assert again.returncode == 0, again.stderr
     assert "1 of 1 runs already done; 0 to go" in again.stdout
+    report = (results / "reproduction.md").read_text()
+    assert "reused 1 of the 1 runs" in report and report.rstrip().endswith("What was tried: nothing else.")
 
 
 def test_missing_dataset_names_the_fetch_command(isolated, monkeypatch, capsys):
