@@ -1,7 +1,7 @@
 # make test: set up a virtual environment (CPU torch first), build the extension, compile-check the CUDA
 #            sources, run the test suite with Triton in its CPU interpreter.
 # make demo: set up and run the main job.
-# make reproduce: SimVAE vs VAE vs SimCLR on FashionMNIST and MNIST, 3 seeds, content and style (about 90 min on
+# make reproduce: SimVAE vs VAE vs SimCLR on FashionMNIST and MNIST, 3 seeds, content and style (70 min on
 #            2 cores); writes benchmarks/results/reproduction.{md,png} and reproduction_runs.csv.
 # TORCH=torch==2.14.1 selects the CUDA build of torch (then the CUDA kernels are built too).
 VENV    ?= .venv

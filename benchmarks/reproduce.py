@@ -1,6 +1,6 @@
 """Reproduce the paper's two claims on real data: SimVAE vs the VAE vs SimCLR on FashionMNIST and MNIST.
 
-    python benchmarks/reproduce.py                 # the recorded budget (make reproduce), about 90 min on 2 cores
+    python benchmarks/reproduce.py                 # the recorded budget (make reproduce), 70 min on 2 cores
     python benchmarks/reproduce.py --seeds 1 --epochs 1 --limit-train 2000 --probe-epochs 2   # a quick look
 
 Every run trains one method with simvae_fast.train's defaults, which are the official SimVAE settings for grey
@@ -14,7 +14,7 @@ accuracy) and style (simvae_fast.style: vertical flip, crop scale and position) 
 interrupted reproduction continues where it stopped. Runs go `--jobs` at a time, one thread each (on a 2-core
 machine two one-thread runs do 1.6x the steps of one two-thread run: the MLP's matrices are small).
 
-Budget (the defaults): 6 epochs a run, 3 seeds, both datasets: 18 runs in about 75-90 minutes on this project's
+Budget (the defaults): 6 epochs a run, 3 seeds, both datasets: 18 runs in 70 minutes (measured) on this project's
 2-core CPU machines with --jobs 2 — the time a session has. The paper trains 400 epochs; at 6 epochs every model
 is far from converged, so the results say what holds early in training, not at the paper's budget.
 Writes <results-dir>/reproduction.md (tables of mean ± std over seeds, the claims checked against them, the
