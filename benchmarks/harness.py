@@ -134,7 +134,7 @@ def machine(device):
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def _git_version():
+def git_version():
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
         return f"{simvae_fast.__version__}+{rev.stdout.strip()}"
@@ -144,7 +144,7 @@ def _git_version():
 
 def stamp(rows, device):
     """Adds version, torch, date, machine and the command that made the rows."""
-    extra = {"version": _git_version(), "torch": torch.__version__,
+    extra = {"version": git_version(), "torch": torch.__version__,
              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
              "machine": machine(device), "command": " ".join([os.path.basename(sys.executable)] + sys.argv)}
     for r in rows:

@@ -10,7 +10,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 
 import matplotlib
 
@@ -18,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-import simvae_fast  # noqa: E402
+from harness import git_version  # noqa: E402
 
 METHOD_NAMES = {"simvae": "SimVAE", "vae": "VAE", "simclr": "SimCLR"}
 DATASET_NAMES = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
@@ -117,14 +116,6 @@ def machine():
     return f"{model}, {os.cpu_count()} cores, no GPU used" + (", CUDA present" if torch.cuda.is_available() else "")
 
 
-def version():
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        return f"simvae_fast {simvae_fast.__version__}+{rev.stdout.strip()}"
-    except (OSError, subprocess.CalledProcessError):
-        return f"simvae_fast {simvae_fast.__version__}"
-
-
 def write_runs_csv(results, path):
     fields = ["dataset", "method", "seed", "epochs", "train_seconds", "seconds", *(label for _, label, _ in METRICS)]
     with open(path, "w", newline="") as f:
@@ -169,9 +160,9 @@ def markdown(table, results, reused, args, command, started, finished, notes):
     lines = [
         "# Reproduction: SimVAE vs VAE vs SimCLR on FashionMNIST and MNIST, content and style",
         "",
-        f"Written by `benchmarks/reproduce.py` ({version()}) on {finished:%Y-%m-%d}; this invocation ran "
-        f"{started:%H:%M}–{finished:%H:%M} UTC ({wall.total_seconds() / 60:.0f} min) and reused {reused} of the "
-        f"{len(results)} runs from an earlier one; the runs took {sum(r['seconds'] for r in results) / 60:.0f} min "
+        f"Written by `benchmarks/reproduce.py` (simvae_fast {git_version()}) on {finished:%Y-%m-%d}; this "
+        f"invocation ran {started:%H:%M}–{finished:%H:%M} UTC ({wall.total_seconds() / 60:.0f} min) and reused "
+        f"{reused} of the {len(results)} runs from an earlier one; the runs took {sum(r['seconds'] for r in results) / 60:.0f} min "
         "of one-thread compute in all (training and probes).",
         "",
         f"- Command: `{command}`" + (" (what `make reproduce` runs)" if command.endswith("reproduce.py") else "") +
