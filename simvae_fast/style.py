@@ -15,7 +15,6 @@ the coordinates alike (R² is unchanged by it). R² ≤ 0 means no better than p
 import torch
 
 from simvae_fast import augment
-from simvae_fast.augment import to_float
 from simvae_fast.probes import PROBES, classification, regression, train_probe
 
 STYLE_TRAIN_IMAGES = 10000  # the style probes' training split: enough for 2-3 numbers, 1/5 of the content probes' cost
@@ -28,10 +27,10 @@ def augmented_split(model, images, generator, device, batch=1024):
     """One augmentation of each image [N, C, H, W]: the representations [N, D] and the style targets
     {"flip": [N] int64, "scale": [N, 1], "position": [N, 2]}."""
     model.eval()
-    recipe = augment.get_recipe(STYLE_RECIPE)
+    recipe = augment.RECIPES[STYLE_RECIPE]
     features, drawn = [], []
     for start in range(0, len(images), batch):
-        x = to_float(images[start:start + batch].to(device))
+        x = augment.to_float(images[start:start + batch].to(device))
         params = augment.draw_crop_flip(len(x), recipe, generator, device)
         features.append(model.represent(augment.apply_crop_flip(x, params)).float())
         drawn.append(params)
