@@ -4,13 +4,14 @@
 // Layout: mu, logvar, eps, z are contiguous [G, J, D]; element (g, j, d) is at i = (g·J + j)·D + d.
 // Noise: eps given, or ε_i = tl.randn(seed, offset + i) made here (Philox: philox_avx2.h on AVX2 CPUs,
 // philox.h elsewhere; Box-Muller below), in the forward only for float32/float64, never stored.
-// Work: groups are split over threads (at::parallel_for, OpenMP); a group is swept in chunks of kChunk
-// dims, and a chunk's J·kChunk values of z (and std·ε) stay in a per-thread scratch in L1, so each input
-// is read once from memory per direction and no G·J·D temporary exists. Each view's row of a chunk is
-// sampled in one pass (exp, z, the z̄ sum and the Σ logvar lanes together); sums are kept per lane and
-// reduced once per group. Inner loops are plain loops over arrays (vectorised by gcc: the exp/log/cos/sqrt below are branch-free); target_clones compiles
-// an AVX2+FMA copy chosen at load time next to the baseline one. Philox is written with AVX2 intrinsics
-// (gcc's vectorisation of its 32×32→64-bit products is shuffle-heavy: ≈ 6× slower).
+// Work: blocks of groups are handed out to threads (parallel_groups: at::parallel_for, OpenMP); a group is
+// swept in chunks of kChunk dims, and a chunk's J·kChunk values of z (and std·ε) stay in a per-thread
+// scratch in L1, so each input is read once from memory per direction and no G·J·D temporary exists. Each
+// view's row of a chunk is sampled in one pass (exp, z, the z̄ sum and the Σ logvar lanes together); sums
+// are kept per lane and reduced once per group. Inner loops are plain loops over arrays (vectorised by gcc:
+// the exp/log/cos/sqrt below are branch-free); target_clones compiles an AVX2+FMA copy chosen at load time
+// next to the baseline one. Philox is written with AVX2 intrinsics (gcc's vectorisation of its 32×32→64-bit
+// products is shuffle-heavy: ≈ 6× slower).
 //
 // Forward per group (math doc §2-3; coefficients in latent_prior.h):
 //   z_j = μ_j + exp(½ logvar_j) ⊙ ε_j
@@ -39,6 +40,7 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -420,8 +422,20 @@ Problem<acc_t> make_problem(const at::Tensor& mu, bool eps_given, int64_t seed, 
           c.grouped};
 }
 
-// Groups per parallel task: about 32k elements, so small calls stay on one thread.
-int64_t grain(const at::Tensor& mu) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, mu.size(1) * mu.size(2))); }
+// f(begin, end) over the G groups in blocks of about 32k elements (small calls stay on one thread), handed out
+// one at a time through an atomic counter inside at::parallel_for. at::parallel_for alone gives each thread
+// one fixed share, so a thread slowed by another process or by page faults holds up the whole call; here
+// the other threads take its remaining blocks.
+template <typename F>
+void parallel_groups(const at::Tensor& mu, const F& f) {
+  const int64_t groups = mu.size(0);
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, mu.size(1) * mu.size(2)));
+  const int64_t blocks = (groups + grain - 1) / grain;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, blocks, 1, [&](int64_t, int64_t) {
+    for (int64_t block = next++; block < blocks; block = next++) f(block * grain, std::min(groups, (block + 1) * grain));
+  });
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_forward_cpu(const at::Tensor& mu_in, const at::Tensor& logvar_in,
                                                                   const std::optional<at::Tensor>& eps_in, int64_t seed,
@@ -438,7 +452,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_forward_cpu(const at::Tens
     using acc_t = at::opmath_type<scalar_t>;
     const Problem<acc_t> p = make_problem<acc_t>(mu, eps.defined(), seed, offset, checked.coefficients);
     const scalar_t* eps_ptr = eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, mu.size(0), grain(mu), [&](int64_t begin, int64_t end) {
+    parallel_groups(mu, [&](int64_t begin, int64_t end) {
       forward_groups<scalar_t, acc_t>(p, mu.const_data_ptr<scalar_t>(), logvar.const_data_ptr<scalar_t>(), eps_ptr,
                                       z.mutable_data_ptr<scalar_t>(), log_prior.mutable_data_ptr<acc_t>(),
                                       entropy.mutable_data_ptr<acc_t>(),
@@ -471,7 +485,7 @@ std::tuple<at::Tensor, at::Tensor> latent_backward_cpu(const at::Tensor& grad_z_
     const Problem<acc_t> p = make_problem<acc_t>(mu, eps.defined(), seed, offset, checked.coefficients);
     const scalar_t* eps_ptr = eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* saved_z_ptr = saved_z.defined() ? saved_z.const_data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, mu.size(0), grain(mu), [&](int64_t begin, int64_t end) {
+    parallel_groups(mu, [&](int64_t begin, int64_t end) {
       backward_groups<scalar_t, acc_t>(p, grad_z.const_data_ptr<scalar_t>(), grad_log_prior.const_data_ptr<acc_t>(),
                                        grad_entropy.const_data_ptr<acc_t>(), mu.const_data_ptr<scalar_t>(),
                                        logvar.const_data_ptr<scalar_t>(), eps_ptr, saved_z_ptr,
