@@ -102,6 +102,22 @@ def test_cpu_seeded_matches_reference(prior, J, D):
     compare_with_reference("cpu", mu, logvar, 2e-6, seed=2**40 + 17, offset=2**32 - 300, prior=prior)
 
 
+@pytest.mark.skipif("cpu" not in KERNEL_BACKENDS, reason="C++ extension not built")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("noise", ["eps", "seed"])
+def test_cpu_many_blocks_matches_reference(threads, noise):
+    # G = 257 groups of J·D = 260 elements are three blocks of 126, 126 and 5 groups (about 32k elements each),
+    # handed out to the threads one at a time: every group computed once, whichever thread takes it.
+    mu, logvar, eps = latents(257, 2, 130, torch.float64, seed=257 + threads)
+    kwargs = {"eps": eps} if noise == "eps" else {"seed": 5, "offset": 2**32 - 3000}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        compare_with_reference("cpu", mu, logvar, TOLERANCE[torch.float64] if noise == "eps" else 2e-6, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+
+
 # --- Triton under the interpreter: a reduced grid that still covers every prior, tail masks and J padding ---
 TRITON_SHAPES = [(3, 2, 10), (2, 3, 130), (7, 5, 3), (1, 2, 1)]
 
