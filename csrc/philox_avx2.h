@@ -52,7 +52,7 @@ SIMVAE_AVX2 PhiloxKeys philox_keys(uint64_t seed) {
 // halves. The streams are independent and interleaved round by round: one stream's round is a chain of
 // mul (3 cycles) → shift → xor, so two streams leave the vector pipes idle part of the time; four streams (16
 // counters, 16 state registers, the products of the next round issuing while the previous xors finish) ran
-// 1.3× faster on Zen 3 than two, while eight spill registers (csrc/latent_cpu.cpp picks four).
+// 1.3× faster on Zen 3 than two, while six or eight spill registers (csrc/latent_cpu.cpp uses four).
 template <int kStreams>
 SIMVAE_AVX2 void philox_first_two_streams(const PhiloxKeys& keys, const __m256i* counters, __m256i* out0, __m256i* out1) {
   const __m256i round_a = _mm256_set1_epi64x(0xD2511F53u), round_b = _mm256_set1_epi64x(0xCD9E8D57u);
