@@ -26,8 +26,7 @@ def test_shapes_range_and_determinism(recipe, views):
 
 
 def test_identity_recipe_returns_the_images():
-    identity = augment.Recipe(scale=(1.0, 1.0), ratio=(1.0, 1.0), vertical_flip=0.0, horizontal_flip=0.0,
-                              jitter=0.0, jitter_strength=0.0)
+    identity = augment.Recipe(scale=(1.0, 1.0), ratio=(1.0, 1.0), vertical_flip=0.0, horizontal_flip=0.0)
     out = augment.make_views(IMAGES, 2, identity, generator(0))
     expected = IMAGES.float() / 255.0
     torch.testing.assert_close(out[:, 0], expected, atol=1e-5, rtol=0)
@@ -37,7 +36,7 @@ def test_identity_recipe_returns_the_images():
 @pytest.mark.parametrize("axis", ["vertical", "horizontal"])
 def test_flips_mirror_the_right_axis(axis):
     flip = augment.Recipe(scale=(1.0, 1.0), ratio=(1.0, 1.0), vertical_flip=float(axis == "vertical"),
-                          horizontal_flip=float(axis == "horizontal"), jitter=0.0, jitter_strength=0.0)
+                          horizontal_flip=float(axis == "horizontal"))
     out = augment.make_views(IMAGES, 1, flip, generator(0))[:, 0]
     dim = -2 if axis == "vertical" else -1
     torch.testing.assert_close(out, (IMAGES.float() / 255.0).flip(dim), atol=1e-5, rtol=0)
@@ -47,8 +46,7 @@ def test_fixed_crop_samples_the_box():
     """A crop of half the width and height at the top-left corner, upsampled 2x, against pixels read directly:
     output pixel (i, j) of a 2x bilinear upsampling lies at input position (i - 0.5) / 2 (pixel centres)."""
     image = torch.arange(28 * 28, dtype=torch.float32).view(1, 1, 28, 28) / (28 * 28)
-    crop = augment.Recipe(scale=(0.25, 0.25), ratio=(1.0, 1.0), vertical_flip=0.0, horizontal_flip=0.0,
-                          jitter=0.0, jitter_strength=0.0)
+    crop = augment.Recipe(scale=(0.25, 0.25), ratio=(1.0, 1.0), vertical_flip=0.0, horizontal_flip=0.0)
     g = generator(0)
     state = g.get_state()
     _, _, cx, cy = augment.crop_boxes(1, crop.scale, crop.ratio, g, "cpu")
@@ -87,7 +85,7 @@ def test_vertical_flip_probability_is_about_half_and_as_drawn():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="'official', 'simclr'"):
+    with pytest.raises(ValueError, match="'official', 'official-rgb', 'simclr'"):
         augment.make_views(IMAGES, 2, "autoaugment", generator(0))
     with pytest.raises(ValueError, match="views"):
         augment.make_views(IMAGES, 0, "official", generator(0))

@@ -21,7 +21,7 @@ def test_each_method_trains_and_evaluates(data_root, tmp_path, capsys, method, e
     out = tmp_path / "run"
     assert main(["train", "--method", method, "--data-root", str(data_root), "--out", str(out), *TINY, *extra]) == 0
     printed = capsys.readouterr().out
-    assert "linear" in printed and "knn k=20" in printed and "position r2, mlp" in printed
+    assert "class acc, linear" in printed and "knn k=20" in printed and "position r2, mlp" in printed
 
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -34,12 +34,13 @@ def test_each_method_trains_and_evaluates(data_root, tmp_path, capsys, method, e
 
     results = json.loads((out / "results.json").read_text())
     assert results["method"] == method and results["epochs"] == 1
+    content = results["content"]["class"]
     for kind in ("linear", "mlp"):
-        assert 0.0 <= results[kind]["test_acc"] <= 1.0 and len(results[kind]["history"]) == 2
-        chosen = results[kind]["history"][results[kind]["epoch"] - 1]
-        assert chosen["val_acc"] == max(h["val_acc"] for h in results[kind]["history"])
-        assert chosen["test_acc"] == results[kind]["test_acc"]  # reported at the validation-chosen epoch
-    assert 0.0 <= results["knn"]["test_acc"] <= 1.0 and results["knn"]["k"] == 20
+        assert 0.0 <= content[kind]["test_acc"] <= 1.0 and len(content[kind]["history"]) == 2
+        chosen = content[kind]["history"][content[kind]["epoch"] - 1]
+        assert chosen["val_acc"] == max(h["val_acc"] for h in content[kind]["history"])
+        assert chosen["test_acc"] == content[kind]["test_acc"]  # reported at the validation-chosen epoch
+    assert 0.0 <= content["knn"]["test_acc"] <= 1.0 and content["knn"]["k"] == 20
     assert set(results["style"]) == {"flip", "scale", "position"}
     assert all(set(probes) == {"linear", "mlp"} for probes in results["style"].values())
     assert (out / "loss.png").stat().st_size > 0
@@ -64,11 +65,11 @@ def test_existing_run_is_refused_unless_overwrite(data_root, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, valid", [
     (["train", "--method", "byol"], ["simvae", "vae", "simclr"]),
-    (["train", "--dataset", "cifar10"], ["fashion-mnist", "mnist"]),
+    (["train", "--dataset", "svhn"], ["fashion-mnist", "mnist", "cifar10", "celeba"]),
     (["train", "--prior", "laplace"], ["gaussian", "flat", "official"]),
-    (["train", "--augment", "autoaugment"], ["official", "simclr"]),
+    (["train", "--augment", "autoaugment"], ["official", "official-rgb", "simclr"]),
     (["train", "--device", "tpu"], ["auto", "cpu", "cuda"]),
-    (["data", "fetch", "cifar10"], ["fashion-mnist", "mnist"]),
+    (["data", "fetch", "svhn"], ["fashion-mnist", "mnist", "cifar10", "celeba"]),
     (["frobnicate"], ["train", "eval", "data"]),
 ])
 def test_unknown_values_list_the_valid_ones(capsys, args, valid):
@@ -141,7 +142,7 @@ def test_cuda_bf16_run(data_root, tmp_path, method):
     assert main(["train", "--method", method, "--data-root", str(data_root), "--out", str(out), *TINY,
                  "--device", "cuda", "--bf16"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert 0.0 <= results["linear"]["test_acc"] <= 1.0
+    assert 0.0 <= results["content"]["class"]["linear"]["test_acc"] <= 1.0
     with open(out / "metrics.csv", newline="") as f:
         assert all(math.isfinite(float(r["loss"])) for r in csv.DictReader(f))
 
