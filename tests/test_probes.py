@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from simvae_fast.app import probes
 
 
-def _split(n, d, generator, classes=3, outputs=2):
-    x = torch.randn(n, d, generator=generator, dtype=torch.float64)
-    labels = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()  # learnable, 3 classes
-    values = torch.stack([x[:, 2] * 2 - x[:, 3], x[:, 1]], 1) + 0.1 * torch.randn(n, outputs, generator=generator,
-                                                                                   dtype=torch.float64)
+def _split(n, d, generator, classes=3, outputs=3, spread=1.0):
+    x = torch.randn(n, d, generator=generator, dtype=torch.float64) * spread
+    labels = (x[:, 0] > 0).long() + (x[:, 1] > 0.5 * spread).long()  # learnable, 3 classes
+    values = torch.stack([x[:, 2] * 2 - x[:, 3], x[:, 1], -x[:, 0]], 1) + 0.1 * spread * torch.randn(
+        n, outputs, generator=generator, dtype=torch.float64)
     return x, {"kind": labels % classes, "where": values}
 
 
@@ -22,7 +22,7 @@ def test_bank_matches_separate_autograd_probes(n, d):
     W_out, or `* (h > 0)`, or the 2/O_t scale of the squared error, breaks it."""
     g = torch.Generator().manual_seed(n)
     features, targets = _split(n, d, g)
-    tasks = {"kind": probes.classification(3), "where": probes.regression(2)}
+    tasks = {"kind": probes.classification(3), "where": probes.regression(3)}
     bank = probes.ProbeBank(tasks, d, torch.Generator().manual_seed(1), torch.float64)
     alone = {(name, kind): bank.module(name, kind) for name in tasks for kind in probes.PROBES}
     optimizers = {key: torch.optim.Adam(m.parameters(), lr=probes.PROBE_LR) for key, m in alone.items()}
@@ -50,22 +50,22 @@ def test_bank_matches_separate_autograd_probes(n, d):
 
 def test_probes_learn_and_report_the_validation_chosen_epoch():
     g = torch.Generator().manual_seed(0)
-    train, val, test = (_split(n, 8, g) for n in (600, 200, 200))
-    tasks = {"kind": probes.classification(3), "where": probes.regression(2)}
-    results = probes.train_probes(tasks, train, val, test, epochs=6, seed=3)
+    train, val, test = (_split(n, 8, g) for n in (1600, 300, 300))
+    tasks = {"kind": probes.classification(3), "where": probes.regression(3)}
+    results = probes.train_probes(tasks, train, val, test, epochs=40, seed=3)
     for name, metric in (("kind", "acc"), ("where", "r2")):
         for kind in probes.PROBES:
             r = results[name][kind]
-            assert len(r["history"]) == 6 and r["epochs"] == 6
+            assert len(r["history"]) == 40 and r["epochs"] == 40
             chosen = r["history"][r["epoch"] - 1]
             assert chosen[f"val_{metric}"] == max(h[f"val_{metric}"] for h in r["history"])
             assert chosen[f"test_{metric}"] == r[f"test_{metric}"]  # the test score at the chosen epoch
             assert r[f"test_{metric}"] > (0.6 if metric == "acc" else 0.5)
-    assert probes.train_probes(tasks, train, val, test, epochs=6, seed=3) == results  # seeded
+    assert probes.train_probes(tasks, train, val, test, epochs=40, seed=3) == results  # seeded
 
 
 def test_empty_training_split_is_refused():
-    x, t = _split(4, 3, torch.Generator().manual_seed(0))
+    x, t = _split(4, 4, torch.Generator().manual_seed(0))
     empty = (x[:0], {k: v[:0] for k, v in t.items()})
     with pytest.raises(ValueError, match="train: the probes need at least one training image"):
         probes.train_probes({"kind": probes.classification(3)}, empty, (x, t), (x, t), epochs=1)

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from simvae_fast.app.augment import to_float  # noqa: E402
-from simvae_fast.app.probes import PROBES, classification, one_thread_on_cpu, representations, train_probes  # noqa: E402
+from simvae_fast.app.probes import PROBES, classification, representations, train_probes  # noqa: E402
 from simvae_fast.app.style import evaluate_style  # noqa: E402
 
 KNN_K = 20
@@ -51,16 +51,13 @@ def evaluate(model, dataset, device, probe_epochs, seed=0):
         for name, (features, labels) in splits.items():
             keep = labels[:, column] >= 0  # CelebA's hair colour: images with several hair attributes have none
             labelled[name] = (features[keep], {target: labels[keep, column]})
-        with one_thread_on_cpu(device):
-            content[target] = train_probes({target: classification(len(classes))}, *labelled.values(),
-                                           probe_epochs, seed)[target]
+        content[target] = train_probes({target: classification(len(classes))}, *labelled.values(), probe_epochs,
+                                       seed)[target]
         bank, bank_labels = labelled["train"][0], labelled["train"][1][target]
         content[target]["knn"] = {"k": KNN_K, **{
             f"{name}_acc": knn_accuracy(bank, bank_labels, labelled[name][0], labelled[name][1][target], len(classes))
             for name in ("val", "test")}}
-    with one_thread_on_cpu(device):
-        style = evaluate_style(model, dataset, device, probe_epochs, seed)
-    return {"content": content, "style": style}
+    return {"content": content, "style": evaluate_style(model, dataset, device, probe_epochs, seed)}
 
 
 def format_table(results):

@@ -187,13 +187,20 @@ def _with_ones(features):
 
 @torch.no_grad()
 def train_probes(tasks, train, val, test, epochs=PROBE_EPOCHS, seed=0):
-    """Train the linear and the MLP probe of every task on one training split, all on the same mini-batches.
+    """Train the linear and the MLP probe of every task on one training split, all on the same mini-batches
+    (on one thread on the CPU: one_thread_on_cpu).
 
     tasks: {name: Task}; train, val, test: (features [N, D], {name: targets}). Returns {name: {kind: result}},
     a result being the chosen epoch, its val_/test_ scores, `epochs` and the per-epoch history."""
-    features, targets = train
+    features = train[0]
     if len(features) == 0:
         raise ValueError("train: the probes need at least one training image")
+    with one_thread_on_cpu(features.device):
+        return _train_probes(tasks, train, val, test, epochs, seed)
+
+
+def _train_probes(tasks, train, val, test, epochs, seed):
+    features, targets = train
     dtype, device = features.dtype, features.device
     generator = torch.Generator().manual_seed(seed)
     bank = ProbeBank(tasks, features.shape[1], generator, dtype, device)
