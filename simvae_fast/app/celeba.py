@@ -87,8 +87,9 @@ def preprocess(image):
     """A PIL image -> uint8 [3, SIZE, SIZE]: its centred largest square, resized (bilinear, antialiased)."""
     w, h = image.size
     side = min(w, h)
-    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-    out = image.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR, box=box)
+    left, top = round((w - side) / 2), round((h - side) / 2)  # torchvision's CenterCrop offsets
+    square = image.convert("RGB").crop((left, top, left + side, top + side))  # cropped first: resize's filter
+    out = square.resize((SIZE, SIZE), Image.BILINEAR)  # would read pixels outside a box
     return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)
 
 
@@ -166,7 +167,7 @@ def write_dataset(root, images, attributes, partition, as_zip=False):
         (folder / IMAGES).mkdir(exist_ok=True)
     for name, image in zip(files, images):
         path = folder / IMAGES / name if not as_zip else folder / name
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path, quality=95)
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path, quality=95, subsampling=0)  # 4:4:4
         if archive is not None:
             archive.write(path, f"{IMAGES}/{name}")
             path.unlink()

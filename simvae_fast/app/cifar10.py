@@ -51,8 +51,11 @@ def read_batch(path, md5=None):
     """A batch file's images [N, 3, 32, 32] uint8 and labels [N] int64 (md5: checked first)."""
     if md5 is not None:
         data.check_md5(path, md5)
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+    except Exception as err:  # a damaged pickle raises any of a dozen kinds
+        raise ValueError(f"{path}: not a readable CIFAR-10 batch ({type(err).__name__}: {err})") from err
     if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
         raise ValueError(f"{path}: not a CIFAR-10 batch (a dict with 'data' and 'labels')")
     images = np.asarray(entry["data"], dtype=np.uint8)
