@@ -194,3 +194,56 @@ def test_simvae_loss_bad_arguments():
         SimVAELoss(reduction="none")
     with pytest.raises(ValueError, match="x_out: expected the shape of x"):
         SimVAELoss()(torch.rand(2, 2, 4), torch.rand(2, 2, 5), torch.zeros(2, 2, 3), torch.zeros(2, 2, 3))
+
+
+# --- the RGB datasets: the ResNet pair, the Gaussian likelihood, the official RGB recipe ---
+
+RGB_TINY = ["--architecture", "resnet", "--epochs", "1", "--limit-train", "64", "--limit-test", "32", "--val-size",
+            "16", "--probe-epochs", "1", "--no-verify"]
+
+
+def write_rgb_datasets(root):
+    """CIFAR-10- and CelebA-shaped files: 96 + 32 CIFAR images, 120 CelebA JPEGs (72 train, 16 val, 32 test)."""
+    import numpy as np
+
+    from simvae_fast.app import celeba, cifar10
+
+    rng = np.random.default_rng(3)
+    cifar10.write_dataset(root, rng.integers(0, 256, (96, 3, 32, 32)), rng.integers(0, 10, 96),
+                          rng.integers(0, 256, (32, 3, 32, 32)), rng.integers(0, 10, 32))
+    attributes = np.where(rng.random((120, 40)) < 0.3, 1, -1)
+    celeba.write_dataset(root, rng.integers(0, 256, (120, 80, 64, 3)), attributes, [0] * 72 + [1] * 16 + [2] * 32)
+    return root
+
+
+@pytest.mark.parametrize("dataset, targets, style", [
+    ("cifar10", {"class"}, {"flip", "scale", "position", "colour"}),
+    ("celeba", {"hair", "gender"}, {"flip", "scale", "position", "colour"}),
+])
+def test_rgb_dataset_trains_and_evaluates(isolated, capsys, dataset, targets, style):
+    """The issue's command, on each RGB dataset: results.json with the content probes of every target (CelebA:
+    hair colour and gender) and the RGB style targets."""
+    root, out = write_rgb_datasets(isolated / "data"), isolated / "run"
+    assert main(["train", "--dataset", dataset, "--data-root", str(root), "--out", str(out), *RGB_TINY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["content"]) == targets and set(results["style"]) == style
+    for probes in results["content"].values():
+        assert {"linear", "mlp", "knn"} <= set(probes) and 0 <= probes["linear"]["test_acc"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert (config["architecture"], config["latent_dim"], config["likelihood"]) == ("resnet", 64, "gaussian")
+    assert "hair acc, linear" in capsys.readouterr().out or dataset == "cifar10"
+    assert (out / "reconstructions.png").stat().st_size > 0
+
+
+def test_rgb_dataset_missing_says_where_to_put_it(isolated, capsys):
+    assert main(["train", "--dataset", "cifar10", "--out", str(isolated / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cifar-10-batches-py" in err and "cannot be fetched here" in err
+    assert main(["data", "fetch", "celeba"]) == 2
+    assert "list_eval_partition.txt" in capsys.readouterr().err
+
+
+def test_resnet_on_grey_28px_is_refused(data_root, tmp_path, capsys):
+    assert main(["train", "--data-root", str(data_root), "--out", str(tmp_path / "run"), *TINY,
+                 "--architecture", "resnet"]) == 2
+    assert "expected square images of 32 or 64 pixels, got 28x28" in capsys.readouterr().err
