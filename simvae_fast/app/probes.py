@@ -130,6 +130,7 @@ class ProbeBank:
             if self.tasks[name].metric != "acc":
                 scale[sl] = 2.0 / self.tasks[name].outputs
         self.scale = scale.repeat(2).to(device)
+        self.batch_scale = self.scale / PROBE_BATCH
 
     def forward(self, x1):
         """x1 [B, D + 1] (features and a column of ones) -> outputs [B, 2·O] (linear heads, then MLP heads), h."""
@@ -143,10 +144,10 @@ class ProbeBank:
         heads = out.view(len(x1), 2, self.outputs)  # [B, linear | MLP, O]: one softmax per task for both heads
         for sl in self.classification:
             heads[:, :, sl] = heads[:, :, sl].softmax(dim=2)
-        g = out.sub_(y2).mul_(self.scale / len(x1))
+        g = out.sub_(y2).mul_(self.batch_scale if len(x1) == PROBE_BATCH else self.scale / len(x1))
         g_lin, g_mlp = g[:, :self.outputs], g[:, self.outputs:]
         grads = [None, (h.T @ g_mlp).mul_(self.mask), g_mlp.sum(dim=0)]
-        dh = (g_mlp @ self.w_out.T).mul_(h > 0)
+        dh = torch.ops.aten.threshold_backward(g_mlp @ self.w_out.T, h, 0)  # ⊙ [h > 0] in one call
         grads[0] = x1.T @ torch.cat([g_lin, dh], dim=1)
         # torch.optim.Adam(fused=True)'s own kernel, called directly: its Python wrapper cost 8x the kernel here
         torch._foreach_add_(self.adam_state[2], 1)  # the step counts, which the kernel reads, not writes
