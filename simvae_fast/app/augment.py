@@ -19,11 +19,10 @@ contrast about the greyscale mean, saturation against the greyscale image, hue r
 factors. All randomness comes from the generator passed in (on the images' device), so a seeded generator gives
 the same views; nothing synchronises with the host.
 """
+import functools
 import math
 from typing import NamedTuple
 
-import kornia.color
-import kornia.enhance
 import torch
 import torch.nn.functional as F
 
@@ -143,12 +142,22 @@ def draw_jitter(n, recipe, generator, device):
     )
 
 
-def _adjust_hue(x, turns):
-    return kornia.enhance.adjust_hue(x, turns * (2 * math.pi))
+@functools.cache
+def kornia():
+    """kornia, imported when a colour operation first runs (the grey recipes do without it)."""
+    try:
+        import kornia
+    except ImportError as err:
+        raise ImportError("the colour jitter and greyscale augmentations need kornia: pip install kornia") from err
+    return kornia
 
 
-OPERATIONS = (kornia.enhance.adjust_brightness_accumulative, kornia.enhance.adjust_contrast_with_mean_subtraction,
-              kornia.enhance.adjust_saturation_with_gray_subtraction, _adjust_hue)
+def operations():
+    """The jitter's four operations, in the order of Jitter.order's indices."""
+    enhance = kornia().enhance
+    return (enhance.adjust_brightness_accumulative, enhance.adjust_contrast_with_mean_subtraction,
+            enhance.adjust_saturation_with_gray_subtraction,
+            lambda x, turns: enhance.adjust_hue(x, turns * (2 * math.pi)))
 
 
 def apply_jitter(x, params):
@@ -158,15 +167,15 @@ def apply_jitter(x, params):
     operation, the operation on every image kept where it is image i's k-th (4 x 4 batched calls, no indexing,
     so no host synchronisation). Saturation, hue and greyscale do nothing to one-channel images."""
     factors = (params.brightness, params.contrast, params.saturation, params.hue)
-    operations = range(4 if x.shape[1] == 3 else 2)
+    ops = operations()[:4 if x.shape[1] == 3 else 2]
     out = x
     for k in range(4):
-        for op in operations:
-            here = (params.order[:, k] == op).view(-1, 1, 1, 1)
-            out = torch.where(here, OPERATIONS[op](out, factors[op]), out)
+        for index, op in enumerate(ops):
+            here = (params.order[:, k] == index).view(-1, 1, 1, 1)
+            out = torch.where(here, op(out, factors[index]), out)
     out = torch.where(params.applied.view(-1, 1, 1, 1), out, x)  # exactly the image where nothing was drawn
     if x.shape[1] == 3:
-        grey = kornia.color.rgb_to_grayscale(out).expand_as(out)
+        grey = kornia().color.rgb_to_grayscale(out).expand_as(out)
         out = torch.where(params.grey.view(-1, 1, 1, 1), grey, out)
     return out
 
