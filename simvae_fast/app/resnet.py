@@ -16,8 +16,8 @@ padding 1 and output_padding 1 doubles the size ((H - 1)·2 - 2 + 3 + 1 = 2H), s
 and 4 -> 8 -> 16 -> 32 -> 32 -> 64: the official layout gives 32x32 and 64x64 exactly (tests/test_models.py).
 The decoder's output is the mean before the sigmoid (Gaussian likelihood: methods apply it) or the logits.
 
-FLOPs (multiply-adds x 2) per image at 32 px: encoder ≈ 0.17 GFLOP, decoder ≈ 0.61 GFLOP (counted by
-benchmarks/conv_step.py); at 64 px about 4x.
+FLOPs (2 per multiply-add, forward, torch.utils.flop_counter) per image: 32 px, encoder 0.059 G, decoder 0.282 G;
+64 px, 0.252 G and 1.128 G. A training step is about 3x the forward (benchmarks/conv_step.py counts it).
 Initialisation as the official code: Kaiming-normal (fan_out) convs of the encoder stages, BN weight 1 and bias 0;
 the replaced stem and the transposed convs keep torch's defaults.
 """
