@@ -8,9 +8,10 @@ the best test epoch. A Task says what is predicted: class labels (cross-entropy,
 squared error, R²).
 
 Speed. 200 epochs at batch 64 are 156,000 steps on 50,000 images: at 64 x 64 the work of a step is nothing and
-torch's per-call overhead is all (autograd + torch.optim: about 1 s an epoch here). So train_probes trains every
-probe of one training split, the linear and the MLP probe of each task, in one loop over the same mini-batches,
-without autograd, as three matrices (P heads, T tasks, O_t outputs of task t, O = sum O_t):
+torch's per-call overhead is all (two nn.Module probes with autograd and torch.optim: 1.1 s an epoch on a quiet
+core here, 9.5x the loop below on a busy one: benchmarks/results/images.md). So train_probes trains every probe of
+one training split, the linear and the MLP probe of each task, in one loop over the same mini-batches, without
+autograd, as three matrices (T tasks, O_t outputs of task t, O = sum O_t):
     W_in  [D + 1, O + T·D]   the linear heads and the MLP heads' first layers side by side (the last row: biases,
                              against a constant input column)
     W_out [T·D, O], b_out [O] the MLP heads' second layers, block-diagonal (task t's hidden units feed only its
@@ -19,10 +20,10 @@ Forward: a = [x, 1] W_in, linear outputs a[:, :O], h = relu(a[:, O:]), MLP outpu
 the per-head mean losses: G = dL/d(outputs) (softmax - one-hot, or 2 (y - t) / O_t, over the batch size B),
 dW_out = hᵀ G_mlp (masked), db_out = Σ G_mlp, dh = G_mlp W_outᵀ ⊙ [h > 0], dW_in = [x, 1]ᵀ [G_lin, dh]; then one
 fused Adam step. FLOPs a step: 2·B·(D + 1)·(O + T·D) forward, 2·B·T·D·O for the MLP layer (x 3 with the backward),
-and ~20 torch calls whatever P is (Adam: torch.optim's fused kernel, torch._fused_adam_, without
-its Python wrapper). Each probe's loss depends on its own parameters only and Adam is elementwise,
-so every probe gets exactly the updates it would get trained alone as an nn.Module with torch.optim.Adam on the
-same batches (tests/test_probes.py checks this in float64); initialisation is nn.Linear's U(±1/sqrt(D)).
+and ~20 torch calls however many probes (Adam: torch.optim's fused kernel, torch._fused_adam_, without its Python
+wrapper). Each probe's loss depends on its own parameters only and Adam is elementwise, so every probe gets
+exactly the updates it would get trained alone as an nn.Module with torch.optim.Adam on the same batches
+(tests/test_probes.py checks this in float64); initialisation is nn.Linear's U(±1/sqrt(D)).
 """
 import contextlib
 from typing import NamedTuple
