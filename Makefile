@@ -16,7 +16,7 @@ SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*) setup.py pyproject.toml
 $(VENV)/.deps: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q $(TORCH) "triton>=3.6" numpy ninja setuptools wheel
-	$(PIP) install -q pytest pytest-benchmark hypothesis expecttest matplotlib tqdm
+	$(PIP) install -q pytest pytest-benchmark hypothesis expecttest matplotlib tqdm kornia pillow
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)

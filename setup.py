@@ -46,7 +46,7 @@ def extension():
 
 
 setup(
-    packages=["simvae_fast", "simvae_fast.ops", "simvae_fast.kernels"],
+    packages=["simvae_fast", "simvae_fast.app", "simvae_fast.ops", "simvae_fast.kernels"],
     package_dir={"simvae_fast.kernels": "kernels"},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
