@@ -67,6 +67,11 @@ def _load(name, info, loaded):
         return Loaded(None, "the running torch has no CUDA"), None
     if name != "_C" and loaded["_C"].module is None:
         return Loaded(None, "simvae_fast._C (the op schemas) did not load"), None
+    if name != "_C" and info is not None and info["torch"] != torch.__version__ and name in info["modules"]:
+        # Not even imported: a module on the ATen C++ API may crash the process when loaded into another torch.
+        what = (f"simvae_fast.{name} was built against torch {info['torch']}, running {torch.__version__} "
+                "(its ATen C++ API loads only into the torch it was built against)")
+        return Loaded(None, what), (what, REBUILD)
     if importlib.util.find_spec(f"simvae_fast.{name}") is None:
         if info is None:
             reason = f"simvae_fast.{name} is not built (no build of the C++ extensions beside {__name__})"

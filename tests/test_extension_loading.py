@@ -74,12 +74,21 @@ def fake_import(failing, message):
 BUILT_ELSEWHERE = {"torch": "2.14.1+cu130", "torch_cuda": "13.0", "stable_abi_target": "2.10", "modules": ["_C", "_C_aten"]}
 
 
-def test_a_version_locked_module_names_both_torches_and_the_rebuild(monkeypatch):
-    monkeypatch.setattr(_extension.importlib, "import_module", fake_import("_C_aten", "libc10_cuda.so: cannot open"))
+def test_a_version_locked_module_of_another_torch_is_not_even_imported(monkeypatch):
+    """Loading ATen-API code into another torch may crash the process: the build's torch is compared first."""
+    monkeypatch.setattr(_extension.importlib, "import_module", fake_import("_C_aten", "must not be imported"))
     loaded, (what, fix) = _extension._load("_C_aten", BUILT_ELSEWHERE, dict(_extension.LOADED))
     assert loaded.module is None and loaded.reason == what
+    assert what.startswith(f"simvae_fast._C_aten was built against torch 2.14.1+cu130, running {torch.__version__}")
+    assert fix == _extension.REBUILD
+
+
+def test_a_version_locked_module_that_fails_to_import_names_both_torches(monkeypatch):
+    monkeypatch.setattr(_extension.importlib, "import_module", fake_import("_C_aten", "libc10_cuda.so: cannot open"))
+    built_here = dict(BUILT_ELSEWHERE, torch=torch.__version__)
+    loaded, (what, fix) = _extension._load("_C_aten", built_here, dict(_extension.LOADED))
     assert what == (f"simvae_fast._C_aten not importable (libc10_cuda.so: cannot open); built against torch "
-                    f"2.14.1+cu130, running {torch.__version__}")
+                    f"{torch.__version__}, running {torch.__version__}")
     assert fix == _extension.REBUILD
 
 
