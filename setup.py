@@ -40,21 +40,25 @@ def build_cuda():
     return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
 
 
-def compile_flags():
+def compile_flags(openmp):
+    """(compile, link) flags. openmp: "-fopenmp" where ATen's inline at::parallel_for needs the OpenMP runtime,
+    "-fopenmp-simd" on the stable ABI, whose parallel_for runs inside libtorch (only `omp simd` is used here)."""
+    link = ["-fopenmp"] if openmp == "-fopenmp" else []
     if os.environ.get("SIMVAE_FAST_SANITIZE") == "1":
         sanitize = ["-fsanitize=address,undefined"]
-        return ["-O1", "-g", "-fopenmp", "-fno-omit-frame-pointer"] + sanitize, ["-fopenmp"] + sanitize
-    return ["-O3", "-g0", "-fopenmp"], ["-fopenmp"]  # the C++ standard is torch's choice (C++20 from 2.14)
+        return ["-O1", "-g", openmp, "-fno-omit-frame-pointer"] + sanitize, link + sanitize
+    return ["-O3", "-g0", openmp], link  # the C++ standard is torch's choice (C++20 from torch 2.14)
 
 
 def extensions():
-    cxx, link = compile_flags()
+    stable_cxx, stable_link = compile_flags("-fopenmp-simd")
+    cxx, link = compile_flags("-fopenmp")
     major, minor = STABLE_TARGET
     target = f"0x{major:02x}{minor:02x}000000000000"
     result = [
         cpp_extension.CppExtension("simvae_fast._C", SOURCES["_C"], py_limited_api=True,
                                    define_macros=[("TORCH_TARGET_VERSION", target)],
-                                   extra_compile_args={"cxx": cxx}, extra_link_args=link),
+                                   extra_compile_args={"cxx": stable_cxx}, extra_link_args=stable_link),
         cpp_extension.CppExtension("simvae_fast._C_aten", SOURCES["_C_aten"], py_limited_api=True,
                                    extra_compile_args={"cxx": cxx}, extra_link_args=link),
     ]

@@ -11,8 +11,8 @@
 // view's row of a chunk is sampled in one pass (exp, z, the z̄ sum and the Σ logvar lanes together); sums
 // are kept per lane and reduced once per group. Inner loops are plain loops over arrays (vectorised by gcc:
 // the exp/log/cos/sqrt below are branch-free); target_clones compiles an AVX2+FMA copy chosen at load time
-// next to the baseline one (target_clones.h: where the compiler and libc support it). Philox is written with AVX2 intrinsics (gcc's vectorisation of its 32×32→64-bit
-// products is shuffle-heavy: ≈ 6× slower).
+// next to the baseline one (target_clones.h: where the compiler and libc support it). Philox is written with
+// AVX2 intrinsics (gcc's vectorisation of its 32×32→64-bit products is shuffle-heavy: ≈ 6× slower).
 //
 // Forward per group (docs/math.md §2-3; coefficients in latent_prior.h):
 //   z_j = μ_j + exp(½ logvar_j) ⊙ ε_j
@@ -498,7 +498,8 @@ std::tuple<Tensor, Tensor> latent_backward_cpu(const Tensor& grad_z_in, const Te
     const scalar_t *eps_ptr = data_or_null<scalar_t>(eps), *saved_z_ptr = data_or_null<scalar_t>(saved_z);
     const acc_t *grad_log_prior_ptr = grad_log_prior.const_data_ptr<acc_t>(),
                 *grad_entropy_ptr = grad_entropy.const_data_ptr<acc_t>();
-    scalar_t *grad_mu_ptr = grad_mu.mutable_data_ptr<scalar_t>(), *grad_logvar_ptr = grad_logvar.mutable_data_ptr<scalar_t>();
+    scalar_t* grad_mu_ptr = grad_mu.mutable_data_ptr<scalar_t>();
+    scalar_t* grad_logvar_ptr = grad_logvar.mutable_data_ptr<scalar_t>();
     parallel_groups(mu, [&](int64_t begin, int64_t end) {
       backward_groups<scalar_t, acc_t>(p, grad_z_ptr, grad_log_prior_ptr, grad_entropy_ptr, mu_ptr, logvar_ptr, eps_ptr,
                                        saved_z_ptr, grad_mu_ptr, grad_logvar_ptr, begin, end);

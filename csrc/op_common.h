@@ -1,8 +1,9 @@
 // What the ops' C++ registrations share: the kernels' Dtype of a tensor (dtype.h has the enum and the
 // accumulation type; it stays torch-free for the .cu files), the dispatch from a Dtype to its C++ type, and
 // the input checks of both ops (latent_op_checks.h adds the latent op's own). The checks are templates over
-// the tensor type: torch::stable::Tensor for the stable-ABI CPU ops, and at::Tensor for the CUDA registrations until they
-// move onto the stable ABI too (#16 phase 2); both have dim(), size(), sizes(), scalar_type() and device().
+// the tensor type: torch::stable::Tensor for the stable-ABI CPU ops, and at::Tensor for the CUDA
+// registrations until they move onto the stable ABI too (#16 phase 2); both have dim(), size(), sizes(),
+// scalar_type() and device().
 // Errors are STD_TORCH_CHECK (std::runtime_error, a RuntimeError in Python), each naming the argument, what
 // was expected and what was given.
 #pragma once

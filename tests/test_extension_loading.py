@@ -71,7 +71,8 @@ def fake_import(failing, message):
     return import_module
 
 
-BUILT_ELSEWHERE = {"torch": "2.14.1+cu130", "torch_cuda": "13.0", "stable_abi_target": "2.10", "modules": ["_C", "_C_aten"]}
+BUILT_ELSEWHERE = {"torch": "2.14.1+cu130", "torch_cuda": "13.0", "stable_abi_target": "2.10",
+                   "modules": ["_C", "_C_aten"]}
 
 
 def test_a_version_locked_module_of_another_torch_is_not_even_imported(monkeypatch):
@@ -93,7 +94,8 @@ def test_a_version_locked_module_that_fails_to_import_names_both_torches(monkeyp
 
 
 def test_the_stable_module_under_an_older_torch_asks_for_a_newer_one(monkeypatch):
-    monkeypatch.setattr(_extension.importlib, "import_module", fake_import("_C", "undefined symbol: torch_parallel_for"))
+    failing = fake_import("_C", "undefined symbol: torch_parallel_for")
+    monkeypatch.setattr(_extension.importlib, "import_module", failing)
     info_newer_target = dict(BUILT_ELSEWHERE, stable_abi_target="99.0")
     _, (_, fix) = _extension._load("_C", info_newer_target, {})
     assert fix == "pip install 'torch>=99.0'"
