@@ -4,22 +4,23 @@
 # 2.14.1 with CUDA, so the build's torch differs from the running one), then, outside the source tree: the import
 # must not warn, `simvae-fast info` must run, the cpu backend must be usable, and one call of each op on it must
 # match the pure-PyTorch reference in float64, forward and backward.
-# Environment: PLAIN_VENV (default /tmp/simvae_fast_plain_venv, removed first), TORCH (default torch==2.13.0).
+# Environment: PLAIN_VENV (default /tmp/simvae_fast_plain_venv, removed first), TORCH (default torch==2.13.0;
+# TORCH= installs nothing first: case (b), an empty venv, where pip brings torch as a dependency).
 # Cost here: ~5.5 GB of download and disk for the isolated build's torch, several minutes (benchmarks/results/install.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PLAIN_VENV:-/tmp/simvae_fast_plain_venv}
-TORCH=${TORCH:-torch==2.13.0}
+TORCH=${TORCH-torch==2.13.0}
 SRC=$(mktemp -d /tmp/simvae_fast_src.XXXXXX)
 trap 'rm -rf "$SRC"' EXIT
 
 rm -rf "$VENV"
 python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q "$TORCH" numpy
+if [ -n "$TORCH" ]; then "$VENV/bin/pip" install -q "$TORCH" numpy; fi
 git ls-files -z | xargs -0 cp --parents -t "$SRC"  # the tracked files only: no build products of this tree
 start=$(date +%s)
 "$VENV/bin/pip" install -q "$SRC"
-echo "plain pip install: $(( $(date +%s) - start )) s"
+echo "plain pip install: $(( $(date +%s) - start )) s; venv: $(du -sh "$VENV" | cut -f1)"
 
 cd /
 "$VENV/bin/simvae-fast" info 2>/dev/null || "$VENV/bin/python" -m simvae_fast.info
