@@ -82,6 +82,13 @@ class BuildExtension(cpp_extension.BuildExtension):
     """torch's build_ext, then _build_info.json beside the modules: how they were built."""
 
     def run(self):
+        # A module file of an earlier build under another suffix (_C.cpython-311-*.so before the abi3 build)
+        # would be imported instead of the new one: remove it.
+        for ext in self.extensions:
+            target = self.get_ext_fullpath(ext.name)
+            for stale in glob.glob(os.path.join(os.path.dirname(target), ext.name.rsplit(".", 1)[1] + ".*.so")):
+                if os.path.abspath(stale) != os.path.abspath(target):
+                    os.remove(stale)
         super().run()
         names = [ext.name.rsplit(".", 1)[1] for ext in self.extensions]
         info = {
