@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import torch
 
+from simvae_fast import _extension
+
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "SIMVAE_FAST_BACKEND"
 # Preference order of "auto" per device type (fastest first).
@@ -24,27 +26,11 @@ class Availability(NamedTuple):
     reason: str
 
 
-def _extension():
-    from simvae_fast import _C
-
-    return _C
-
-
 def _probe(name):
     if name == "reference":
         return Availability(True, "pure PyTorch")
     if name in ("cpu", "cuda"):
-        try:
-            ext = _extension()
-        except ImportError as err:
-            return Availability(False, f"C++ extension simvae_fast._C not importable ({err})")
-        if name == "cpu":
-            return Availability(True, "C++ extension loaded")
-        if not ext.WITH_CUDA:
-            return Availability(False, "extension built without CUDA")
-        if not torch.cuda.is_available():
-            return Availability(False, "no CUDA device")
-        return Availability(True, "extension built with CUDA")
+        return Availability(*_extension.availability(name))
     if importlib.util.find_spec("triton") is None:
         return Availability(False, "triton is not installed")
     if torch.cuda.is_available():
