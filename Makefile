@@ -66,4 +66,4 @@ reproduce: setup
 	$(PY) benchmarks/reproduce.py
 
 clean:
-	rm -rf build $(VENV) simvae_fast/*.so
+	rm -rf build $(VENV) simvae_fast/*.so simvae_fast/_build_info.json

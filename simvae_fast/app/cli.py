@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from simvae_fast import info
 from simvae_fast.app import augment, data
 from simvae_fast.backends import BACKENDS
 from simvae_fast.app.evaluate import write_report
@@ -131,7 +132,7 @@ def cmd_data_fetch(args):
 def build_parser():
     parser = argparse.ArgumentParser(prog="simvae-fast", description="Train and evaluate SimVAE, a VAE and SimCLR "
                                      "on FashionMNIST, MNIST, CIFAR-10 and CelebA with simvae_fast's fused ops.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,data}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,data,info}")
 
     p = commands.add_parser("train", help="train a model, then evaluate it with probes")
     add_train_options(p)
@@ -163,6 +164,7 @@ def build_parser():
     p.add_argument("name", choices=data.NAMES)
     p.add_argument("--dest", help=f"root folder (default the cache, {data.cache_dir()})")
     p.set_defaults(handler=cmd_data_fetch)
+    info.add_command(commands)
     return parser
 
 
