@@ -3,14 +3,16 @@
     ../.venv/bin/python info_nce_cpu_roofline.py --shapes N=8192,D=128,J=2 --providers reference compile cpu
 
 For each selected info_nce case: the harness's rows (harness.measure, forward+backward, speedups against the
-reference in this run; appended to --csv as run.py does), then sgemm of the same shapes on all threads, timed
-just after the cpu provider: torch.mm of [N, D] x [D, N] (the logits) and of [N, N] x [N, D] (the gradient
-product), 2 N^2 D FLOPs each. The cpu kernel's forward+backward does 4 N^2 D FLOPs of products (csrc/
-info_nce_cpu.cpp's header), so its rate counted at 4 N^2 D over the sgemm pair's rate is the fraction of the
-BLAS roof it reaches (the target: >= 0.8). The sgemm pair's time is the median over the same repetitions.
+reference in this run; appended to --csv as run.py does), then the cpu provider's forward+backward against
+sgemm of the same shapes on all threads: torch.mm of [N, D] x [D, N] (the logits) and of [N, N] x [N, D] (the
+gradient product), 2 N^2 D FLOPs each. The kernel does 4 N^2 D FLOPs of products (csrc/info_nce_cpu.cpp's
+header), so its rate counted at 4 N^2 D over the sgemm pair's rate is the fraction of the BLAS roof it
+reaches (the target: >= 0.8). The two are timed alternately, one repetition each in turn, so that a change
+in the machine's load between them (other processes) hits both; medians over --rep pairs.
 """
 import argparse
 import os
+import statistics
 
 import torch
 
@@ -29,8 +31,10 @@ def parse_args():
     return p.parse_args()
 
 
-def sgemm_pair_ms(n, d, warmup, rep):
-    """Median ms of torch.mm [n, d] x [d, n] followed by [n, n] x [n, d] (4 n^2 d FLOPs), fp32."""
+def kernel_and_sgemm_ms(case, n, d, warmup, rep):
+    """Median ms of the cpu provider's forward+backward and of torch.mm [n, d] x [d, n] followed by
+    [n, n] x [n, d] (4 n^2 d FLOPs, fp32), timed alternately."""
+    closure = case.make("cpu", torch.device("cpu"), torch.float32)
     u = torch.randn(n, d)
     s = torch.empty(n, n)
     out = torch.empty(n, d)
@@ -39,7 +43,16 @@ def sgemm_pair_ms(n, d, warmup, rep):
         torch.mm(u, u.t(), out=s)
         torch.mm(s, u, out=out)
 
-    return harness._summary(harness.time_ms(pair, torch.device("cpu"), warmup, rep))["median_ms"]
+    def full():
+        harness.run_backward(closure())
+
+    times = {full: [], pair: []}
+    for fn in times:
+        harness.time_ms(fn, torch.device("cpu"), warmup, 0)
+    for _ in range(rep):
+        for fn, samples in times.items():
+            samples += harness.time_ms(fn, torch.device("cpu"), 0, 1)
+    return statistics.median(times[full]), statistics.median(times[pair])
 
 
 def shape_of(label):
@@ -58,8 +71,7 @@ def main():
             rows += harness.measure(case, provider, device, dtype, ["full"], args.warmup, args.rep)
             if provider == "cpu":
                 n, d = shape_of(label)
-                kernel_ms = rows[-1]["median_ms"]
-                gemm_ms = sgemm_pair_ms(n, d, args.warmup, args.rep)
+                kernel_ms, gemm_ms = kernel_and_sgemm_ms(case, n, d, args.warmup, args.rep)
                 flops = 4 * n * n * d
                 roofs.append((label, kernel_ms, flops / kernel_ms / 1e6, gemm_ms, flops / gemm_ms / 1e6))
     harness.stamp(harness.add_speedups(rows), device)

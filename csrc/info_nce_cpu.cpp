@@ -8,7 +8,7 @@
 // loss_i = lse_i - pos_i.
 //
 // Forward.  s_ik = s_ki, so the N^2 logits come from the upper triangle alone.  Rows are cut into blocks of B
-// rows (B <= 512) and blocks into tiles of T = 64 rows.  For a tile of rows I and a block of columns K one BLAS
+// rows (B <= 512) and blocks into tiles of T = 128 rows.  For a tile of rows I and a block of columns K one BLAS
 // product gives S = scale U_I U_K^T ([T, B]); S updates the running (max m, sum of exp l) of the rows of I
 // (over the columns of K) and of the rows of K (over the rows of I).  Every pair of blocks a <= c is visited
 // once; for a = c the tile's columns start at its own first row and its [T, T] diagonal square updates its
@@ -42,8 +42,10 @@
 // and the dL/dscale parts of the rows of its two blocks only.  The pairs run in rounds in which no two pairs
 // share a block: first the diagonal pairs (a, a), then blocks-1 rounds of disjoint pairs (the round-robin
 // "circle" schedule).  Rounds run one after the other and a round's pairs are handed to the threads through an
-// atomic counter (a thread slowed by another process does not hold up the others), so every row's updates come
-// in the same order whatever thread ran them; B depends on N only.  The BLAS calls inside run single-threaded.
+// atomic counter (within a round, a thread slowed by another process leaves its share to the others), so every
+// row's updates come in the same order whatever thread ran them; B depends on N only.  The BLAS calls inside
+// run single-threaded.  (Tried: no barriers, a pair waiting only for the earlier pairs on its blocks, by
+// spinning or sleeping; no faster here, on a loaded machine: not kept.)
 // Extra memory: U (and an fp32 copy of half-precision z), dU for half-precision z, per thread one [T, B] tile,
 // O(N) vectors: O(N D + T B threads).
 //
