@@ -1,4 +1,7 @@
-"""InfoNCE over J = 2 views: reference eager, torch.compile of it, and each kernel backend."""
+"""InfoNCE: reference eager, torch.compile of it, and each kernel backend.
+
+J = 2 views with normalize=True (SimCLR) at every size; at N = 8192 also J = 4 views and normalize=False.
+"""
 import torch
 
 import simvae_fast
@@ -6,19 +9,25 @@ from harness import Case
 from providers import reference_or_compiled
 from simvae_fast import reference
 
-SIZES = [(1024, 128), (4096, 128), (8192, 128), (16384, 128)]  # (N rows, D)
-VIEWS = 2
+# (N rows, D, J views, normalize)
+SIZES = [(1024, 128, 2, True), (4096, 128, 2, True), (8192, 128, 2, True), (16384, 128, 2, True),
+         (8192, 128, 4, True), (8192, 128, 2, False)]
 
 
-def _make(n, d):
+def _make(n, d, views, normalize):
     def make(provider, device, dtype):
-        z = torch.randn(n // VIEWS, VIEWS, d, device=device, dtype=dtype, requires_grad=True)
+        z = torch.randn(n // views, views, d, device=device, dtype=dtype) * (1.0 if normalize else d**-0.5)
+        z.requires_grad_(True)  # unnormalised: rows of norm ~1, logits in the normalised case's range
         if provider in ("reference", "compile"):
             loss = reference_or_compiled(provider, reference.info_nce)
-            return lambda: loss(z)
-        return lambda: simvae_fast.info_nce(z, backend=provider)
+            return lambda: loss(z, normalize=normalize)
+        return lambda: simvae_fast.info_nce(z, normalize=normalize, backend=provider)
 
     return make
 
 
-CASES = [Case("info_nce", f"N={n},D={d},J={VIEWS}", _make(n, d)) for n, d in SIZES]
+def _label(n, d, views, normalize):
+    return f"N={n},D={d},J={views}" + ("" if normalize else ",normalize=False")
+
+
+CASES = [Case("info_nce", _label(*size), _make(*size)) for size in SIZES]
