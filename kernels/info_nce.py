@@ -59,28 +59,52 @@ from simvae_fast.kernels.launch import device_guard, fp32_dot_precision
 
 NORM_EPS = 1e-12
 BLOCK_ROWS = 32  # rows per program of inverse_norm_kernel
-BLOCK_DOT = 64  # D chunk of the O(N D) row products
-MAX_ONE_CHUNK = 256  # D up to this is held whole per tile (no D loop, no recomputed tile per output chunk)
+MAX_ONE_CHUNK = 128  # D up to this is held whole per tile (no D loop, no tile recomputed per output chunk);
+# at 256 the backward's two [64, 256] fp32 accumulators spill even at 8 warps
+INTERPRET_BIG_N = 2048
 FINISH_TILE = 2048  # elements per program of backward_finish_kernel
 
 
-def _config(D, dtype):
-    """Tile sizes per D and dtype. B: rows per block (the tile is B x B); L: tiles per program; BLOCK_D: the
-    product's D extent (whole D padded to a power of two when D <= MAX_ONE_CHUNK, else a chunk of the loop);
-    BLOCK_DV: output dims per backward program. num_warps chosen so that no kernel spills (sm_90, Triton 3.9,
-    measured with cuobjdump: kernels/info_nce.py's numbers in benchmarks/results/triton_kernels.md).
-    Interpreting: one config, L = 2 so that small test sizes cross chunk boundaries."""
-    padded = max(16, triton.next_power_of_2(max(D, 1)))
-    one_chunk = padded <= MAX_ONE_CHUNK
-    block_d = padded if one_chunk else 64
-    block_dv = padded if one_chunk else 128
-    if interpreting():
-        return dict(B=64, L=2, BLOCK_D=block_d, BLOCK_DV=block_dv, ONE_CHUNK=one_chunk, warps_fwd=4, warps_bwd=4)
+def _config(n, D, dtype, precision):
+    """Tile sizes for rows of D (a multiple of 16, _rows), dtype and fp32 precision. B: rows per block (the tile
+    is B x B); L: tiles per program; ONE_CHUNK (D a power of two <= MAX_ONE_CHUNK): whole rows per tile,
+    BLOCK_D = BLOCK_DV = D; else the product loops over D in BLOCK_D chunks (a power of two dividing D: no
+    padding work) and each backward program owns BLOCK_DV output dims (the tile is recomputed per chunk).
+    Chosen as the largest tiles and fewest warps with no spill on sm_90 (Triton 3.9, cuobjdump; the table is in
+    benchmarks/results/triton_kernels.md): half precision B = 64 (one wgmma warpgroup per 64 rows), 4 warps up to
+    D = 128 in the forward and D = 32 in the backward, else 8; fp32 B = 32 (the TF32 backward at B = 64 spills
+    200 B at D = 128), 8 warps, and exact fp32 (FFMA: both operands in registers) in 16-wide D chunks, 4
+    backward warps up to D = 64. The backward runs 2 pipeline stages (3 spilled the deterministic schedule).
+    Interpreting: one config, L = 2 so that small test sizes cross chunk boundaries, and B = 256 above
+    INTERPRET_BIG_N rows (the interpreter pays per program and per operation, not per element)."""
+    exact32 = dtype == torch.float32 and precision == "ieee"
+    one_chunk = D <= MAX_ONE_CHUNK and D & (D - 1) == 0 and not exact32
+    block_d = D if one_chunk else min(16 if exact32 else 64, D & -D)
+    block_dv = D if one_chunk else min(128, triton.next_power_of_2(D))
     half = dtype in (torch.float16, torch.bfloat16)
-    warps_fwd = 4 if half and padded <= 128 else 8
-    warps_bwd = 4 if half and padded <= 64 else 8
-    return dict(B=64, L=8, BLOCK_D=block_d, BLOCK_DV=block_dv, ONE_CHUNK=one_chunk, warps_fwd=warps_fwd,
+    B = 64 if half or dtype == torch.float64 else 32
+    if interpreting():
+        B = 256 if n > INTERPRET_BIG_N else B
+        return dict(B=B, L=2, BLOCK_D=block_d, BLOCK_DV=block_dv, ONE_CHUNK=one_chunk, warps_fwd=4, warps_bwd=4)
+    warps_fwd = 4 if half and D <= 128 else 8
+    warps_bwd = 4 if (half and D <= 32) or (exact32 and D <= 64) else 8
+    return dict(B=B, L=8, BLOCK_D=block_d, BLOCK_DV=block_dv, ONE_CHUNK=one_chunk, warps_fwd=warps_fwd,
                 warps_bwd=warps_bwd)
+
+
+def _rows(z):
+    """z as contiguous rows [N, D16], D rounded up to a multiple of 16 with zero columns (they change no product
+    or norm): aligned rows load vectorised; at D = 10 or 129 every element had its own 64-bit address and the
+    kernels spilled (up to 2 KB of stack)."""
+    G, J, D = z.shape
+    rows = z.reshape(G * J, D)
+    pad = -D % 16
+    return torch.nn.functional.pad(rows, (0, pad)) if pad else rows.contiguous()
+
+
+def _dot_chunk(D):
+    """D chunk of the O(N D) row products: the largest power of two <= 64 dividing D (a multiple of 16)."""
+    return min(64, D & -D)
 
 
 def _precision(dtype):
@@ -103,7 +127,7 @@ def _inverse_norms(zr, acc, normalize, w=None):
     inv = torch.empty(n, dtype=acc, device=zr.device)
     pmax = torch.empty(2, programs, dtype=torch.float32, device=zr.device) if w is not None else inv
     inverse_norm_kernel[(programs,)](zr, inv, inv if w is None else w, pmax, n, d, NORMALIZE=normalize,
-                                     EPS=NORM_EPS, MAXES=w is not None, BLOCK_ROWS=BLOCK_ROWS, BLOCK_D=BLOCK_DOT)
+                                     EPS=NORM_EPS, MAXES=w is not None, BLOCK_ROWS=BLOCK_ROWS, BLOCK_D=_dot_chunk(d))
     return inv, pmax, programs
 
 
@@ -122,12 +146,13 @@ def forward(z, temperature, normalize, positives_logsumexp):
         return tuple(torch.empty(0, dtype=acc, device=z.device) for _ in range(3))
     if D == 0:
         return _dimensionless(n, J, acc, z.device, positives_logsumexp)
-    cfg = _config(D, z.dtype)
-    B, L = cfg["B"], cfg["L"]
-    T = triton.cdiv(n, B)
-    C = triton.cdiv(T, L)
     with device_guard(z):
-        zr = z.reshape(n, D).contiguous()
+        zr = _rows(z)
+        D = zr.shape[1]
+        cfg = _config(n, D, z.dtype, _precision(z.dtype))
+        B, L = cfg["B"], cfg["L"]
+        T = triton.cdiv(n, B)
+        C = triton.cdiv(T, L)
         inv, _, _ = _inverse_norms(zr, acc, normalize)
         part_m = torch.empty(T + C, n, dtype=acc, device=z.device)
         part_l = torch.empty(T + C, n, dtype=acc, device=z.device)
@@ -138,7 +163,7 @@ def forward(z, temperature, normalize, positives_logsumexp):
         loss, lse, pos = (torch.empty(n, dtype=acc, device=z.device) for _ in range(3))
         forward_finish_kernel[(T,)](
             zr, inv, temperature, part_m, part_l, loss, lse, pos, n, D, T, C, J=J,
-            POSITIVES_LSE=positives_logsumexp, B=B, BLOCK_D=BLOCK_DOT,
+            POSITIVES_LSE=positives_logsumexp, B=B, BLOCK_D=_dot_chunk(D),
         )
     return loss, lse, pos
 
@@ -149,32 +174,33 @@ def backward(grad_loss, z, temperature, lse, pos, normalize, positives_logsumexp
     n, acc = G * J, temperature.dtype
     if n == 0 or D == 0:
         return torch.empty_like(z), torch.zeros_like(temperature)
-    cfg = _config(D, z.dtype)
-    B, L = cfg["B"], cfg["L"]
-    T = triton.cdiv(n, B)
-    C = triton.cdiv(T, L)
-    n_dv = triton.cdiv(D, cfg["BLOCK_DV"])
     symmetric = _symmetric_backward()
     fp16 = z.dtype == torch.float16
     with device_guard(z):
-        zr = z.reshape(n, D).contiguous()
+        zr = _rows(z)
+        D16 = zr.shape[1]
+        cfg = _config(n, D16, z.dtype, _precision(z.dtype))
+        B, L = cfg["B"], cfg["L"]
+        T = triton.cdiv(n, B)
+        C = triton.cdiv(T, L)
+        n_dv = triton.cdiv(D16, cfg["BLOCK_DV"])
         w = grad_loss.to(acc).contiguous()
         inv, pmax, n_pmax = _inverse_norms(zr, acc, normalize, w if fp16 else None)
         slices = 1 if symmetric else C
-        du = (torch.zeros if symmetric else torch.empty)(slices, n, D, dtype=acc, device=z.device)
+        du = (torch.zeros if symmetric else torch.empty)(slices, n, D16, dtype=acc, device=z.device)
         ds = torch.empty(C * T * n_dv + n, dtype=acc, device=z.device)
         backward_tiles_kernel[(C, T, n_dv)](
-            zr, inv, temperature, w, lse.contiguous(), pmax, du, ds, n, D, T, L, n_pmax, SYMMETRIC=symmetric,
+            zr, inv, temperature, w, lse.contiguous(), pmax, du, ds, n, D16, T, L, n_pmax, SYMMETRIC=symmetric,
             FP16_SCALE=fp16, UPCAST=_upcast(z.dtype), PRECISION=_precision(z.dtype), EPS=NORM_EPS, B=B,
-            BLOCK_D=cfg["BLOCK_D"], BLOCK_DV=cfg["BLOCK_DV"], ONE_CHUNK=cfg["ONE_CHUNK"], num_warps=cfg["warps_bwd"],
+            BLOCK_D=cfg["BLOCK_D"], BLOCK_DV=cfg["BLOCK_DV"], ONE_CHUNK=cfg["ONE_CHUNK"], num_warps=cfg["warps_bwd"], num_stages=2,
         )
         dz = torch.empty_like(zr)
-        row_block = triton.next_power_of_2(D)
+        row_block = triton.next_power_of_2(D16)
         rows_per_program = max(1, min(64, FINISH_TILE // row_block))
         backward_finish_kernel[(triton.cdiv(n, rows_per_program),)](
-            zr, inv, temperature, w, pos.contiguous(), pmax, du, dz, ds[C * T * n_dv:], n, D, n_pmax, slices, J=J,
+            zr, inv, temperature, w, pos.contiguous(), pmax, du, dz, ds[C * T * n_dv:], n, D16, n_pmax, slices, J=J,
             POSITIVES_LSE=positives_logsumexp, NORMALIZE=normalize, FP16_SCALE=fp16, EPS=NORM_EPS,
-            BLOCK_ROWS=rows_per_program, BLOCK_D=row_block, BLOCK_DOT=BLOCK_DOT,
+            BLOCK_ROWS=rows_per_program, BLOCK_D=row_block, BLOCK_DOT=_dot_chunk(D16),
         )
         grad_temperature = -ds.sum() / temperature
-    return dz.view(G, J, D), grad_temperature
+    return dz[:, :D].reshape(G, J, D), grad_temperature

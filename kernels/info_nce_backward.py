@@ -80,19 +80,23 @@ def backward_tiles_kernel(Z, INV, TEMP, W, LSE, PMAX, DU, DS, N, D, T, L, N_PMAX
                           mask=(rows_k < tl.where(off_diagonal, N, 0))[:, None] & (dv < D)[None, :], sem="relaxed")
             du += tl.where(off_diagonal, 0.0, col)
             ds += tl.sum(mat * s, axis=1)
-        else:
-            if bk >= bi:  # block I holds the rows of the tile
-                s, mat = _pair_tile(Z, z_i, z_k, rows_i, rows_k, inv_i, inv_k, lse_i, lse_k, w_i, w_k,
-                                    off_diagonal, scale, N, D, ACC, UPCAST, PRECISION, B, BLOCK_D, ONE_CHUNK)
-                du = tl.dot(dot_operand(mat * fac_k[None, :], ZT, UPCAST), z_k, du, input_precision=PRECISION,
+        else:  # the tile in the forward's orientation: rows r = the lower of blocks I and K
+            lower = bk < bi
+            rows_r = tl.where(lower, rows_k, rows_i)
+            rows_c = tl.where(lower, rows_i, rows_k)
+            z_r = load_rows(Z, rows_r, dv, N, D, UPCAST)
+            z_c = load_rows(Z, rows_c, dv, N, D, UPCAST)
+            s, mat = _pair_tile(Z, z_r, z_c, rows_r, rows_c, tl.where(lower, inv_k, inv_i),
+                                tl.where(lower, inv_i, inv_k), tl.where(lower, lse_k, lse_i),
+                                tl.where(lower, lse_i, lse_k), tl.where(lower, w_k, w_i), tl.where(lower, w_i, w_k),
+                                off_diagonal, scale, N, D, ACC, UPCAST, PRECISION, B, BLOCK_D, ONE_CHUNK)
+            ds += tl.sum(mat * s, axis=1) * tl.where(off_diagonal, 0.5, 1.0)
+            if bk >= bi:  # block I holds the tile's rows
+                du = tl.dot(dot_operand(mat * fac_k[None, :], ZT, UPCAST), z_c, du, input_precision=PRECISION,
                             out_dtype=ACC)
-                ds += tl.sum(mat * s, axis=1) * tl.where(off_diagonal, 0.5, 1.0)
-            if bk <= bi:  # block I holds the columns of the tile (both on the diagonal)
-                s, mat = _pair_tile(Z, z_k, z_i, rows_k, rows_i, inv_k, inv_i, lse_k, lse_i, w_k, w_i,
-                                    off_diagonal, scale, N, D, ACC, UPCAST, PRECISION, B, BLOCK_D, ONE_CHUNK)
-                du = tl.dot(tl.trans(dot_operand(mat * fac_k[:, None], ZT, UPCAST)), z_k, du,
+            if bk <= bi:  # block I holds the tile's columns (both, on the diagonal)
+                du = tl.dot(tl.trans(dot_operand(mat * fac_k[:, None], ZT, UPCAST)), z_r, du,
                             input_precision=PRECISION, out_dtype=ACC)
-                ds += tl.sum(mat * s, axis=0) * tl.where(off_diagonal, 0.5, 0.0)
     if SYMMETRIC:  # (rows < 0 where the scalar condition fails: a scalar & tensor mask breaks the interpreter)
         tl.atomic_add(DU + rows_i[:, None] * D + dv[None, :], du,
                       mask=(rows_i < tl.where(k_first < T, N, 0))[:, None] & (dv < D)[None, :], sem="relaxed")
