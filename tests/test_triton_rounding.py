@@ -13,7 +13,7 @@ see the GPU's operand:
   fails it as well.
 - test_both_backward_schedules_match_reference: the atomic (symmetric) and the deterministic schedule, at sizes
   that cross row blocks, chunks of tiles and output-dim chunks; every output element written (poisoned empties).
-  Shown to fail: with the column-side atomic_add masked off, dz error ~0.7 (symmetric cases failed).
+  Shown to fail: with the column-side atomic_add masked off, the atomic case failed (dz error 0.17 > 1e-5).
 - empty inputs launch no kernel; fp32 products follow torch's TF32 switch.
 """
 import math
