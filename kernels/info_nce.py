@@ -203,4 +203,4 @@ def backward(grad_loss, z, temperature, lse, pos, normalize, positives_logsumexp
             BLOCK_ROWS=rows_per_program, BLOCK_D=row_block, BLOCK_DOT=_dot_chunk(D16),
         )
         grad_temperature = -ds.sum() / temperature
-    return dz[:, :D].reshape(G, J, D), grad_temperature
+    return dz[:, :D].contiguous().view(G, J, D), grad_temperature
