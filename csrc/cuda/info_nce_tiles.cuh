@@ -1,0 +1,510 @@
+// The InfoNCE tile kernels' block bodies, written once over an execution policy P (exec_policy_device.cuh on
+// the GPU, exec_policy_host.h in the tests) and a 16-bit element type E (Bf16, F16). Math: doc §4.
+//
+// Notation: z_i the N rows, c_i = 1/max(||z_i||, 1e-12) with normalize, else 1; u_i = c_i z_i; s_ik = c_i c_k
+// (z_i . z_k) / tau. The tensor cores multiply z itself (cp.async copies it to shared memory untouched) and
+// c enters as row and column factors; exponentials are 2^x with log2(e) / tau folded into the row factor.
+//
+// Block: 4 warps, warp w owns rows 16w .. 16w + 15 of the row block I (64 rows); a tile is S = Z_I Z_K^T
+// (64 x 64), each warp's 16 x 64 slice in mma.m16n8k16 accumulators (8 n8 fragments, 32 fp32 per thread).
+// Shared memory: Z_I, two Z_K buffers (cp.async double buffering: tile t + 1 is copied while t is computed;
+// one barrier per tile), per-tile column statistics, and the exchange buffers below. Rows are padded by 16
+// bytes, so the 8 rows an ldmatrix reads fall in 8 different 16-byte bank groups (no bank conflict).
+//
+// Why mma.sync and not Hopper's wgmma/TMA: the target (<= 300 us fwd+bwd at N = 8192, D = 128 bf16, ~2x the
+// ideal) is within what mma.sync reaches (FlashAttention-2 runs at this level on H100), every step of it can be
+// emulated lane by lane on the host from the PTX ISA's fragment layouts (wgmma's descriptors and TMA are not),
+// and it needs no new dependency (CuTe would be a package and an opaque layer).
+//
+// Forward (forward_block): for each of its tiles (I, K) the block updates
+//   rows of I (per thread, online over its 16 columns of each tile):   m <- max(m, s),  l <- l 2^(m_old - m) +
+//     sum 2^(s - m);  merged over the 4 threads of a row at the end -> row_part[chunk][i];
+//   rows of K from S^T (t > 0): per tile, each warp's column maximum and sum over its 16 rows (shuffles over the
+//     8 row groups of the fragment), the 4 warps merged through shared memory -> col_part[t][k].
+//   info_nce_rows.cuh merges the partials of a row in a fixed order: lse_i. Deterministic, no atomics.
+// Backward (backward_block), with w_i = dL/dloss_i, P_ik = 2^(s_ik - lse_i) (base-2 units),
+// Q_ik = w_i P_ik + w_k P_ki (i != k, the negatives' part of G + G^T; the positives' part is O(N J D), in
+// info_nce_rows.cuh):
+//   dU_I += (Q c_K) Z_K     A operand straight from the S accumulators (FlashAttention-2's register reuse)
+//   dU_K += (Q^T c_I) Z_I   symmetric sweep, t > 0: Q c_I through shared memory (ldmatrix.trans), summed
+//                           into du with fp32 vector atomics (red.global.add.v2.f32)
+//   dscale += sum Q uu (off-diagonal), sum w_i P_ik uu (diagonal tile, and every tile of the full sweep)
+// The deterministic sweep (torch.use_deterministic_algorithms) visits every K for its I, skips dU_K and stores
+// its dU_I into its own chunk's slice of du (summed in a fixed order later): no atomics, 4/3 of the FLOPs.
+// The A operands (Q c) are rounded to E; they are first multiplied by 2^e (operand_scale) so that their
+// largest possible value, 2 max_i |w_i| max_k c_k, lands in [2^14, 2^15): float16 neither overflows nor
+// flushes the entries of size ~1/N^2 (issue 13, defect 1); du is divided by 2^e afterwards (exact).
+//
+// Cost at N = 8192, D = 128, bf16 (nb = 128; T = N^2/2 pairs of rows): FLOPs (2 per multiply-add)
+//   forward  2 T D          = 8.6e9    backward 6 T D = 2.6e10   total 4 N^2 D = 3.4e10
+//   exp2     forward 2 T    = 6.7e7    backward 2 T   = 6.7e7    total 2 N^2   = 1.3e8
+// (the forward's row and column sides need their own maxima for stability at every tau and for unnormalised
+// rows, so 2 exponentials per pair where the math doc's 1.5 N^2 assumes one in the forward).
+//   bytes: z read per tile from L2: (pairs of 64-row blocks 8.3e3) x 16 KB = 135 MB fwd and again bwd (L2,
+//   not DRAM: z is 2 MB); DRAM compulsory ~N D (2 + 2 + 4 + 4) = 12.6 MB; du atomics (symmetric) 64 x 128 x 4 B
+//   per off-diagonal tile = 8.1e3 x 32 KB = 268 MB into L2 (du is 4 MB and stays there).
+// Predicted on an H200 from the roofs (790 TFLOP/s bf16, 4e12 exp/s, 4.3 TB/s) for mma.sync at ~60% of the
+// dense peak (~470 TFLOP/s): forward max(18 us FLOP, 17 us exp) ~ 25 us; backward max(55 us FLOP, 17 us exp,
+// 268 MB of L2 atomics at ~4 TB/s = 67 us) ~ 80 us; row kernels ~5 us: ~110 us forward + backward
+// (deterministic backward: 73 us FLOP, no atomics: about the same). Triton's prediction (issue 13): ~70-100 us.
+#pragma once
+#include <cmath>
+
+#include "info_nce_plan.h"
+#include "tile_types.h"
+
+namespace simvae_fast {
+namespace tiles {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kNegInf = -INFINITY;
+
+// 2^e such that 2 max_c max_w 2^e lies in [2^14, 2^15) (1 when that product is 0 or not finite).
+SIMVAE_HD float operand_scale(const float* maxima) {
+  const float p = maxima[0] * maxima[1];
+  if (!(p > 0.0f) || !(p < INFINITY)) return 1.0f;
+  int e;
+  frexpf(p, &e);  // p in [2^(e-1), 2^e)
+  int x = 14 - e;
+  x = x < -120 ? -120 : (x > 120 ? 120 : x);
+  return ldexpf(1.0f, x);
+}
+
+SIMVAE_HD MaxSum merge_parts(MaxSum a, MaxSum b) {
+  const float m = fmaxf(a.m, b.m), mu = m == kNegInf ? 0.0f : m;
+  return {m, a.l * exp2f(a.m - mu) + b.l * exp2f(b.m - mu)};
+}
+
+// Shared memory of a block, byte offsets.
+template <int kDims>
+struct TileSmem {
+  static constexpr uint32_t kRowBytes = kDims * 2 + 16;
+  static constexpr uint32_t kTileBytes = kBlockRows * kRowBytes;
+  static constexpr uint32_t kZi = 0;
+  SIMVAE_HD static constexpr uint32_t zk(int buf) { return kTileBytes * (1 + buf); }
+  static constexpr uint32_t kStats = 3 * kTileBytes;  // [2 buffers][3: c_k, lse_k (base 2), w_k][64] floats
+  SIMVAE_HD static constexpr uint32_t stat(int buf, int q, int col) {
+    return kStats + ((buf * 3 + q) * kBlockRows + col) * 4;
+  }
+  static constexpr uint32_t kExchange = kStats + 2 * 3 * kBlockRows * 4;
+  // forward: [2 buffers][4 warps][64 columns] MaxSum; backward: Q c_I as [64 rows of I][64 + 8] 16-bit.
+  SIMVAE_HD static constexpr uint32_t colpart(int buf, int warp, int col) {
+    return kExchange + ((buf * kWarpsPerBlock + warp) * kBlockRows + col) * 8;
+  }
+  static constexpr uint32_t kQRowBytes = (kBlockRows + 8) * 2;
+  SIMVAE_HD static constexpr uint32_t q_elem(int row, int col) { return kExchange + row * kQRowBytes + col * 2; }
+  static constexpr uint32_t kExchangeBytes = 2 * kWarpsPerBlock * kBlockRows * 8 > kBlockRows * kQRowBytes
+                                                 ? 2 * kWarpsPerBlock * kBlockRows * 8
+                                                 : kBlockRows * kQRowBytes;
+  static constexpr uint32_t kReduce = kExchange + kExchangeBytes;  // [4 warps] floats
+  static constexpr uint32_t kBytes = kReduce + 16;
+};
+
+struct TileProblem {
+  const void* z;  // [N, pitch] 16-bit, rows 16-byte aligned, zero beyond D
+  int64_t pitch;
+  int N;
+  Sweep sweep;
+  const float* temperature;
+  const float* inv_norm;  // c_i
+};
+
+struct ForwardTileArgs {
+  TileProblem p;
+  MaxSum* row_part;  // [chunks][rows]
+  MaxSum* col_part;  // [max_row_tiles][rows]
+};
+
+struct BackwardTileArgs {
+  TileProblem p;
+  const float* lse;     // natural log
+  const float* w;       // dL/dloss_i
+  const float* maxima;  // max c_i, max |w_i|
+  float* du;            // [parts][rows][dims], 2^e dL/du before the positives and the 1/tau
+  float* ds_part;       // [blocks]
+};
+
+// Copies rows [row0, row0 + 64) of z into the tile at `dst` (rows beyond N and chunks beyond pitch: zeros).
+template <class P, int kDims>
+SIMVAE_TILE void issue_rows(const TileProblem& p, Thread t, uint32_t dst, int row0) {
+  constexpr int kChunks = kDims / 8;  // 16-byte chunks per row
+  const char* z = static_cast<const char*>(p.z);
+  for (int c = 32 * t.warp + t.lane; c < kBlockRows * kChunks; c += kThreadsPerBlock) {
+    const int row = c / kChunks, chunk = c % kChunks;
+    const bool valid = row0 + row < p.N && chunk * 8 < p.pitch;
+    const char* src = valid ? z + ((int64_t(row0) + row) * p.pitch + chunk * 8) * 2 : z;
+    P::cp_async16(t, dst + row * TileSmem<kDims>::kRowBytes + chunk * 16, src, valid);
+  }
+}
+
+// acc = Z_I[16 w .., :] Z_K^T for warp w: 16 x 64 in 8 m16n8 accumulator fragments.
+template <class P, class E, int kDims, class Acc, class Frag>
+SIMVAE_TILE void logit_tile(int w, uint32_t zk, Acc& acc, Frag& a, Frag& b) {
+  using L = TileSmem<kDims>;
+  P::each_lane(w, [&](Thread t) {
+    for (int j = 0; j < 8; ++j)
+      for (int e = 0; e < 4; ++e) acc[t][j][e] = 0.0f;
+  });
+SIMVAE_UNROLL
+  for (int ks = 0; ks < kDims / 16; ++ks) {
+    P::ldmatrix_x4(w, false, [&](Thread t) { return a[t]; }, [&](Thread t) {
+      return L::kZi + (16 * w + (t.lane & 7) + ((t.lane >> 3) & 1) * 8) * L::kRowBytes +
+             (16 * ks + (t.lane >> 4) * 8) * 2;
+    });
+SIMVAE_UNROLL
+    for (int jj = 0; jj < 4; ++jj) {  // n8 fragments 2 jj, 2 jj + 1: columns 16 jj .. 16 jj + 15
+      P::ldmatrix_x4(w, false, [&](Thread t) { return b[t]; }, [&](Thread t) {
+        const int q = t.lane >> 3;
+        return zk + (16 * jj + (q >> 1) * 8 + (t.lane & 7)) * L::kRowBytes + (16 * ks + (q & 1) * 8) * 2;
+      });
+      P::template mma_m16n8k16<E>(w, [&](Thread t) { return acc[t][2 * jj]; }, [&](Thread t) { return a[t]; },
+                                  [&](Thread t) { return b[t]; });
+      P::template mma_m16n8k16<E>(w, [&](Thread t) { return acc[t][2 * jj + 1]; },
+                                  [&](Thread t) { return a[t]; }, [&](Thread t) { return b[t] + 2; });
+    }
+  }
+}
+
+// v[t][i] <- op over the 8 row groups of the fragment (lanes that differ in bits 2..4) of v[.][i].
+template <class P, int kN, class V, class Op>
+SIMVAE_TILE void reduce_over_groups(int w, V& v, V& other, Op op) {
+SIMVAE_UNROLL
+  for (int mask = 4; mask < 32; mask <<= 1) {
+SIMVAE_UNROLL
+    for (int i = 0; i < kN; ++i)
+      P::shfl_xor(w, [&](Thread t) { return v[t][i]; }, [&](Thread t) -> float& { return other[t][i]; }, mask);
+    P::each_lane(w, [&](Thread t) {
+      for (int i = 0; i < kN; ++i) v[t][i] = op(v[t][i], other[t][i]);
+    });
+  }
+}
+
+struct MaxOp {
+  SIMVAE_HD float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct SumOp {
+  SIMVAE_HD float operator()(float a, float b) const { return a + b; }
+};
+
+template <class P, class E, int kDims>
+SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
+  using L = TileSmem<kDims>;
+  const TileProblem& p = args.p;
+  int I, t_begin, t_end;
+  p.sweep.range(block, I, t_begin, t_end);
+  const int nb = p.sweep.nb, chunk = block % p.sweep.chunks;
+  const float kscale = kLog2e / *p.temperature;
+  typename P::template PerThread<float[2]> row_factor, m, l;
+  typename P::template PerThread<float[8][4]> s;
+  typename P::template PerThread<float[16]> cm, cl, other;
+  typename P::template PerThread<float[4]> x;
+  typename P::template PerThread<uint32_t[4]> a, b;
+
+  P::each_warp([&](int w) {
+    P::each_lane(w, [&](Thread t) {
+      for (int r = 0; r < 2; ++r) {
+        const int i = I * kBlockRows + 16 * w + t.group() + 8 * r;
+        row_factor[t][r] = i < p.N ? kscale * p.inv_norm[i] : 0.0f;
+        m[t][r] = kNegInf;
+        l[t][r] = 0.0f;
+      }
+    });
+  });
+  // Copies tile t's Z_K and c_K into buffer `buf`.
+  auto issue_tile = [&](Thread t, int tile, int buf) {
+    const int K = (I + tile) % nb;
+    issue_rows<P, kDims>(p, t, L::zk(buf), K * kBlockRows);
+    const int col = 32 * t.warp + t.lane, k = K * kBlockRows + col;
+    if (col < kBlockRows) P::template sts<float>(t, L::stat(buf, 0, col), k < p.N ? p.inv_norm[k] : 0.0f);
+  };
+  // Merges the 4 warps' column partials of tile `tile` (in buffer `buf`) into col_part.
+  auto store_columns = [&](Thread t, int tile, int buf) {
+    const int col = 32 * t.warp + t.lane;
+    if (col >= kBlockRows) return;
+    MaxSum total{kNegInf, 0.0f};
+    for (int v = 0; v < kWarpsPerBlock; ++v) total = merge_parts(total, P::template lds<MaxSum>(t, L::colpart(buf, v, col)));
+    const int64_t k = int64_t((I + tile) % nb) * kBlockRows + col;
+    args.col_part[int64_t(tile) * nb * kBlockRows + k] = total;
+  };
+
+  if (t_begin < t_end)
+    P::each_warp([&](int w) {
+      P::each_lane(w, [&](Thread t) {
+        issue_rows<P, kDims>(p, t, L::kZi, I * kBlockRows);
+        issue_tile(t, t_begin, 0);
+        P::cp_async_commit(t);
+      });
+    });
+  for (int tile = t_begin; tile < t_end; ++tile) {
+    const int buf = (tile - t_begin) & 1, K = (I + tile) % nb;
+    P::each_warp([&](int w) { P::each_lane(w, [&](Thread t) { P::cp_async_wait_all(t); }); });
+    P::barrier();  // tile `tile` is in buffer `buf`; every warp is done with buffer buf ^ 1
+    P::each_warp([&](int w) {
+      P::each_lane(w, [&](Thread t) {
+        if (tile > t_begin && tile - 1 > 0) store_columns(t, tile - 1, buf ^ 1);
+        if (tile + 1 < t_end) issue_tile(t, tile + 1, buf ^ 1);
+        P::cp_async_commit(t);
+      });
+      logit_tile<P, E, kDims>(w, L::zk(buf), s, a, b);
+      // Logits in base 2; -inf where k = i (diagonal tile), or beyond N.
+      const bool edge = tile == 0 || (I + 1) * kBlockRows > p.N || (K + 1) * kBlockRows > p.N;
+      P::each_lane(w, [&](Thread t) {
+        for (int j = 0; j < 8; ++j)
+          for (int e = 0; e < 4; ++e) {
+            const int r = e / 2, col = 8 * j + 2 * t.quad() + e % 2;
+            const int row = 16 * w + t.group() + 8 * r;
+            float v = s[t][j][e] * row_factor[t][r] * P::template lds<float>(t, L::stat(buf, 0, col));
+            if (edge && (I * kBlockRows + row >= p.N || K * kBlockRows + col >= p.N || (tile == 0 && row == col)))
+              v = kNegInf;
+            s[t][j][e] = v;
+          }
+        for (int r = 0; r < 2; ++r) {  // rows of I: online over this thread's 16 columns
+          float tile_max = kNegInf;
+          for (int j = 0; j < 8; ++j) tile_max = fmaxf(tile_max, fmaxf(s[t][j][2 * r], s[t][j][2 * r + 1]));
+          const float m_new = fmaxf(m[t][r], tile_max), mu = m_new == kNegInf ? 0.0f : m_new;
+          float sum = 0.0f;
+          for (int j = 0; j < 8; ++j) sum += P::exp2(s[t][j][2 * r] - mu) + P::exp2(s[t][j][2 * r + 1] - mu);
+          l[t][r] = l[t][r] * P::exp2(m[t][r] - mu) + sum;
+          m[t][r] = m_new;
+        }
+      });
+      if (tile == 0) return;
+      // Rows of K (columns of S): maximum and sum over the warp's 16 rows, per column.
+      P::each_lane(w, [&](Thread t) {
+        for (int j = 0; j < 8; ++j)
+          for (int h = 0; h < 2; ++h) cm[t][2 * j + h] = fmaxf(s[t][j][h], s[t][j][2 + h]);
+      });
+      reduce_over_groups<P, 16>(w, cm, other, MaxOp{});
+      P::each_lane(w, [&](Thread t) {
+        for (int j = 0; j < 8; ++j)
+          for (int h = 0; h < 2; ++h) {
+            const float mu = cm[t][2 * j + h] == kNegInf ? 0.0f : cm[t][2 * j + h];
+            cl[t][2 * j + h] = P::exp2(s[t][j][h] - mu) + P::exp2(s[t][j][2 + h] - mu);
+          }
+      });
+      reduce_over_groups<P, 16>(w, cl, other, SumOp{});
+      P::each_lane(w, [&](Thread t) {  // lanes of row group j store fragment j's 8 columns
+        for (int j = 0; j < 8; ++j)
+          if (t.group() == j)
+            for (int h = 0; h < 2; ++h) {
+              const int col = 8 * j + 2 * t.quad() + h;
+              P::template sts<MaxSum>(t, L::colpart(buf, w, col), MaxSum{cm[t][2 * j + h], cl[t][2 * j + h]});
+            }
+      });
+    });
+  }
+  if (t_end - 1 > 0 && t_end > t_begin) {
+    P::barrier();
+    P::each_warp([&](int w) { P::each_lane(w, [&](Thread t) { store_columns(t, t_end - 1, (t_end - 1 - t_begin) & 1); }); });
+  }
+  // Rows of I: merge the 4 threads of each row (lanes that differ in bits 0..1), then store.
+  for (int mask = 1; mask < 4; mask <<= 1)
+    P::each_warp([&](int w) {
+      for (int r = 0; r < 2; ++r) {
+        P::shfl_xor(w, [&](Thread t) { return m[t][r]; }, [&](Thread t) -> float& { return x[t][2 * r]; }, mask);
+        P::shfl_xor(w, [&](Thread t) { return l[t][r]; }, [&](Thread t) -> float& { return x[t][2 * r + 1]; }, mask);
+      }
+      P::each_lane(w, [&](Thread t) {
+        for (int r = 0; r < 2; ++r) {
+          const MaxSum merged = merge_parts({m[t][r], l[t][r]}, {x[t][2 * r], x[t][2 * r + 1]});
+          m[t][r] = merged.m;
+          l[t][r] = merged.l;
+        }
+      });
+    });
+  P::each_warp([&](int w) {
+    P::each_lane(w, [&](Thread t) {
+      if (t.quad() != 0) return;
+      for (int r = 0; r < 2; ++r) {
+        const int64_t i = int64_t(I) * kBlockRows + 16 * w + t.group() + 8 * r;
+        args.row_part[int64_t(chunk) * nb * kBlockRows + i] = MaxSum{m[t][r], l[t][r]};
+      }
+    });
+  });
+}
+
+
+// B fragments of X^T-free products: rows 16 ks .. of the tile at `base` are k, columns 16 jd .. are n (a row-major
+// K x N operand, read transposed by ldmatrix): registers 0-1 for n8 fragment 2 jd, 2-3 for 2 jd + 1.
+template <class P, int kDims, class Frag>
+SIMVAE_TILE void load_b_kn(int w, uint32_t base, int ks, int jd, Frag& b) {
+  P::ldmatrix_x4(w, true, [&](Thread t) { return b[t]; }, [&](Thread t) {
+    const int q = t.lane >> 3;
+    return base + (16 * ks + (q & 1) * 8 + (t.lane & 7)) * TileSmem<kDims>::kRowBytes + (16 * jd + (q >> 1) * 8) * 2;
+  });
+}
+
+template <class P, class E, int kDims, bool kSymmetric>
+SIMVAE_TILE void backward_block(const BackwardTileArgs& args, int block) {
+  using L = TileSmem<kDims>;
+  constexpr int kN8 = kDims / 8;
+  const TileProblem& p = args.p;
+  int I, t_begin, t_end;
+  p.sweep.range(block, I, t_begin, t_end);
+  const int nb = p.sweep.nb, chunk = block % p.sweep.chunks;
+  const int64_t rows = int64_t(nb) * kBlockRows;
+  const float kscale = kLog2e / *p.temperature, pow2 = operand_scale(args.maxima);
+  typename P::template PerThread<float[2]> rc, rl, rw;  // c_i, lse_i (base 2), w_i of rows g, g + 8
+  typename P::template PerThread<float[kN8][4]> du;     // this warp's 16 rows of dU_I (2^e scaled)
+  typename P::template PerThread<float[8][4]> s;
+  typename P::template PerThread<uint32_t[4][4]> qa;     // Q c_K 2^e as A fragments, k = 16 columns each
+  typename P::template PerThread<float[4][4]> dk;        // a 16 x 32 slice of dU_K
+  typename P::template PerThread<float> ds, other;
+  typename P::template PerThread<uint32_t[4]> a, b;
+
+  P::each_warp([&](int w) {
+    P::each_lane(w, [&](Thread t) {
+      for (int r = 0; r < 2; ++r) {
+        const int i = I * kBlockRows + 16 * w + t.group() + 8 * r;
+        rc[t][r] = i < p.N ? p.inv_norm[i] : 0.0f;
+        rl[t][r] = i < p.N ? args.lse[i] * kLog2e : 0.0f;
+        rw[t][r] = i < p.N ? args.w[i] : 0.0f;
+      }
+      for (int j = 0; j < kN8; ++j)
+        for (int e = 0; e < 4; ++e) du[t][j][e] = 0.0f;
+      ds[t] = 0.0f;
+    });
+  });
+  auto issue_tile = [&](Thread t, int tile, int buf) {
+    const int K = (I + tile) % nb;
+    issue_rows<P, kDims>(p, t, L::zk(buf), K * kBlockRows);
+    const int col = 32 * t.warp + t.lane, k = K * kBlockRows + col;
+    if (col >= kBlockRows) return;
+    const bool in = k < p.N;
+    P::template sts<float>(t, L::stat(buf, 0, col), in ? p.inv_norm[k] : 0.0f);
+    P::template sts<float>(t, L::stat(buf, 1, col), in ? args.lse[k] * kLog2e : 0.0f);
+    P::template sts<float>(t, L::stat(buf, 2, col), in ? args.w[k] : 0.0f);
+  };
+
+  if (t_begin < t_end)
+    P::each_warp([&](int w) {
+      P::each_lane(w, [&](Thread t) {
+        issue_rows<P, kDims>(p, t, L::kZi, I * kBlockRows);
+        issue_tile(t, t_begin, 0);
+        P::cp_async_commit(t);
+      });
+    });
+  for (int tile = t_begin; tile < t_end; ++tile) {
+    const int buf = (tile - t_begin) & 1, K = (I + tile) % nb;
+    const bool k_side = kSymmetric && tile > 0;  // block-uniform
+    P::each_warp([&](int w) { P::each_lane(w, [&](Thread t) { P::cp_async_wait_all(t); }); });
+    P::barrier();  // tile in buffer buf; every warp is done with buffer buf ^ 1 and with the Q exchange
+    P::each_warp([&](int w) {
+      P::each_lane(w, [&](Thread t) {
+        if (tile + 1 < t_end) issue_tile(t, tile + 1, buf ^ 1);
+        P::cp_async_commit(t);
+      });
+      logit_tile<P, E, kDims>(w, L::zk(buf), s, a, b);
+      const bool edge = tile == 0 || (I + 1) * kBlockRows > p.N || (K + 1) * kBlockRows > p.N;
+      P::each_lane(w, [&](Thread t) {
+        for (int j = 0; j < 8; ++j)
+          for (int r = 0; r < 2; ++r) {
+            const int row = 16 * w + t.group() + 8 * r;
+            float side_k[2];
+            for (int h = 0; h < 2; ++h) {
+              const int e = 2 * r + h, col = 8 * j + 2 * t.quad() + h;
+              const float ck = P::template lds<float>(t, L::stat(buf, 0, col));
+              const float lk = P::template lds<float>(t, L::stat(buf, 1, col));
+              const float wk = P::template lds<float>(t, L::stat(buf, 2, col));
+              const float uu = s[t][j][e] * rc[t][r] * ck, x = uu * kscale;
+              const float g_ik = rw[t][r] * P::exp2(x - rl[t][r]), g_ki = wk * P::exp2(x - lk);
+              const bool valid =
+                  !edge || (I * kBlockRows + row < p.N && K * kBlockRows + col < p.N && (tile != 0 || row != col));
+              const float q = valid ? g_ik + g_ki : 0.0f;
+              if (valid) ds[t] += (k_side ? q : g_ik) * uu;
+              s[t][j][e] = q * ck * pow2;
+              side_k[h] = q * rc[t][r] * pow2;
+            }
+            if (k_side)
+              P::template sts<uint32_t>(t, L::q_elem(row, 8 * j + 2 * t.quad()), E::pack(side_k[0], side_k[1]));
+          }
+        for (int ks = 0; ks < 4; ++ks) {  // A fragment ks: columns 16 ks .. 16 ks + 15 = n8 fragments 2ks, 2ks+1
+          qa[t][ks][0] = E::pack(s[t][2 * ks][0], s[t][2 * ks][1]);
+          qa[t][ks][1] = E::pack(s[t][2 * ks][2], s[t][2 * ks][3]);
+          qa[t][ks][2] = E::pack(s[t][2 * ks + 1][0], s[t][2 * ks + 1][1]);
+          qa[t][ks][3] = E::pack(s[t][2 * ks + 1][2], s[t][2 * ks + 1][3]);
+        }
+      });
+      // dU_I += (Q c_K) Z_K: k = the 64 rows of K, n = the dims.
+SIMVAE_UNROLL
+      for (int ks = 0; ks < 4; ++ks)
+SIMVAE_UNROLL
+        for (int jd = 0; jd < kDims / 16; ++jd) {
+          load_b_kn<P, kDims>(w, L::zk(buf), ks, jd, b);
+          P::template mma_m16n8k16<E>(w, [&](Thread t) { return du[t][2 * jd]; }, [&](Thread t) { return qa[t][ks]; },
+                                      [&](Thread t) { return b[t]; });
+          P::template mma_m16n8k16<E>(w, [&](Thread t) { return du[t][2 * jd + 1]; },
+                                      [&](Thread t) { return qa[t][ks]; }, [&](Thread t) { return b[t] + 2; });
+        }
+    });
+    if (!k_side) continue;
+    P::barrier();  // every warp's Q c_I is in shared memory
+    // dU_K[16 w .., :] += (Q c_I)^T Z_I, 32 dims at a time: k = the 64 rows of I.
+    P::each_warp([&](int w) {
+SIMVAE_UNROLL
+      for (int dc = 0; dc < kDims / 32; ++dc) {
+        P::each_lane(w, [&](Thread t) {
+          for (int j = 0; j < 4; ++j)
+            for (int e = 0; e < 4; ++e) dk[t][j][e] = 0.0f;
+        });
+SIMVAE_UNROLL
+        for (int ks = 0; ks < 4; ++ks) {
+          P::ldmatrix_x4(w, true, [&](Thread t) { return a[t]; }, [&](Thread t) {
+            const int q = t.lane >> 3;
+            return L::q_elem(16 * ks + (q >> 1) * 8 + (t.lane & 7), 16 * w + (q & 1) * 8);
+          });
+SIMVAE_UNROLL
+          for (int jp = 0; jp < 2; ++jp) {
+            load_b_kn<P, kDims>(w, L::kZi, ks, 2 * dc + jp, b);
+            P::template mma_m16n8k16<E>(w, [&](Thread t) { return dk[t][2 * jp]; }, [&](Thread t) { return a[t]; },
+                                        [&](Thread t) { return b[t]; });
+            P::template mma_m16n8k16<E>(w, [&](Thread t) { return dk[t][2 * jp + 1]; },
+                                        [&](Thread t) { return a[t]; }, [&](Thread t) { return b[t] + 2; });
+          }
+        }
+        P::each_lane(w, [&](Thread t) {
+          for (int j = 0; j < 4; ++j)
+            for (int r = 0; r < 2; ++r) {
+              const int64_t k = int64_t(K) * kBlockRows + 16 * w + t.group() + 8 * r;
+              P::red_add2(args.du + k * kDims + 32 * dc + 8 * j + 2 * t.quad(), dk[t][j][2 * r], dk[t][j][2 * r + 1]);
+            }
+        });
+      }
+    });
+  }
+  // dU_I: summed into du (symmetric sweep) or stored into this chunk's part; dscale: one value per block.
+  P::each_warp([&](int w) {
+    P::each_lane(w, [&](Thread t) {
+      for (int j = 0; j < kN8; ++j)
+        for (int r = 0; r < 2; ++r) {
+          const int64_t i = int64_t(I) * kBlockRows + 16 * w + t.group() + 8 * r;
+          float* dst = args.du + ((kSymmetric ? 0 : chunk) * rows + i) * kDims + 8 * j + 2 * t.quad();
+          if (kSymmetric) {
+            P::red_add2(dst, du[t][j][2 * r], du[t][j][2 * r + 1]);
+          } else {
+            dst[0] = du[t][j][2 * r];
+            dst[1] = du[t][j][2 * r + 1];
+          }
+        }
+    });
+    for (int mask = 1; mask < 32; mask <<= 1) {
+      P::shfl_xor(w, [&](Thread t) { return ds[t]; }, [&](Thread t) -> float& { return other[t]; }, mask);
+      P::each_lane(w, [&](Thread t) { ds[t] += other[t]; });
+    }
+    P::each_lane(w, [&](Thread t) {
+      if (t.lane == 0) P::template sts<float>(t, L::kReduce + 4 * w, ds[t]);
+    });
+  });
+  P::barrier();
+  P::each_warp([&](int w) {
+    P::each_lane(w, [&](Thread t) {
+      if (w != 0 || t.lane != 0) return;
+      float total = 0.0f;
+      for (int v = 0; v < kWarpsPerBlock; ++v) total += P::template lds<float>(t, L::kReduce + 4 * v);
+      args.ds_part[block] = total;
+    });
+  });
+}
+
+}  // namespace tiles
+}  // namespace simvae_fast
