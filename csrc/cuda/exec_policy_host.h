@@ -58,7 +58,7 @@ class BlockSim {
       if (s.pending) fail("reads a cp.async destination before cp_async_wait_all", t, w);
       if (s.writers & ~bit(t.warp)) fail("reads a word another warp wrote in this phase (missing barrier)", t, w);
       if ((s.writers & bit(t.warp)) && s.write_lane != t.lane && s.write_epoch == epoch_[t.warp])
-        fail("reads a word another lane of its warp wrote, without a syncwarp", t, w);
+        fail("reads a word another lane of its warp wrote, without a syncwarp or barrier", t, w);
       s.readers |= bit(t.warp);
     }
   }

@@ -97,7 +97,9 @@ struct TileSmem {
                                                  ? 2 * kWarpsPerBlock * kBlockRows * 8
                                                  : kBlockRows * kQRowBytes;
   static constexpr uint32_t kReduce = kExchange + kExchangeBytes;  // [4 warps] floats
-  static constexpr uint32_t kBytes = kReduce + 16;
+  static constexpr uint32_t kRowStats = kReduce + 16;             // backward: [3: c_i, lse_i, w_i][64] floats
+  SIMVAE_HD static constexpr uint32_t row_stat(int q, int row) { return kRowStats + (q * kBlockRows + row) * 4; }
+  static constexpr uint32_t kBytes = kRowStats + 3 * kBlockRows * 4;
 };
 
 struct TileProblem {
@@ -142,7 +144,9 @@ template <class P, class E, int kDims, class Acc, class Frag>
 SIMVAE_TILE void logit_tile(int w, uint32_t zk, Acc& acc, Frag& a, Frag& b) {
   using L = TileSmem<kDims>;
   P::each_lane(w, [&](Thread t) {
+    SIMVAE_UNROLL
     for (int j = 0; j < 8; ++j)
+      SIMVAE_UNROLL
       for (int e = 0; e < 4; ++e) acc[t][j][e] = 0.0f;
   });
 SIMVAE_UNROLL
@@ -202,6 +206,7 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
 
   P::each_warp([&](int w) {
     P::each_lane(w, [&](Thread t) {
+      SIMVAE_UNROLL
       for (int r = 0; r < 2; ++r) {
         const int i = I * kBlockRows + 16 * w + t.group() + 8 * r;
         row_factor[t][r] = i < p.N ? kscale * p.inv_norm[i] : 0.0f;
@@ -222,6 +227,7 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
     const int col = 32 * t.warp + t.lane;
     if (col >= kBlockRows) return;
     MaxSum total{kNegInf, 0.0f};
+    SIMVAE_UNROLL
     for (int v = 0; v < kWarpsPerBlock; ++v) total = merge_parts(total, P::template lds<MaxSum>(t, L::colpart(buf, v, col)));
     const int64_t k = int64_t((I + tile) % nb) * kBlockRows + col;
     args.col_part[int64_t(tile) * nb * kBlockRows + k] = total;
@@ -249,20 +255,27 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
       // Logits in base 2; -inf where k = i (diagonal tile), or beyond N.
       const bool edge = tile == 0 || (I + 1) * kBlockRows > p.N || (K + 1) * kBlockRows > p.N;
       P::each_lane(w, [&](Thread t) {
-        for (int j = 0; j < 8; ++j)
+        SIMVAE_UNROLL
+        for (int j = 0; j < 8; ++j) {
+          const Float2 ck = P::template lds<Float2>(t, L::stat(buf, 0, 8 * j + 2 * t.quad()));
+          SIMVAE_UNROLL
           for (int e = 0; e < 4; ++e) {
             const int r = e / 2, col = 8 * j + 2 * t.quad() + e % 2;
             const int row = 16 * w + t.group() + 8 * r;
-            float v = s[t][j][e] * row_factor[t][r] * P::template lds<float>(t, L::stat(buf, 0, col));
+            float v = s[t][j][e] * row_factor[t][r] * (e % 2 ? ck.y : ck.x);
             if (edge && (I * kBlockRows + row >= p.N || K * kBlockRows + col >= p.N || (tile == 0 && row == col)))
               v = kNegInf;
             s[t][j][e] = v;
           }
+        }
+        SIMVAE_UNROLL
         for (int r = 0; r < 2; ++r) {  // rows of I: online over this thread's 16 columns
           float tile_max = kNegInf;
+          SIMVAE_UNROLL
           for (int j = 0; j < 8; ++j) tile_max = fmaxf(tile_max, fmaxf(s[t][j][2 * r], s[t][j][2 * r + 1]));
           const float m_new = fmaxf(m[t][r], tile_max), mu = m_new == kNegInf ? 0.0f : m_new;
           float sum = 0.0f;
+          SIMVAE_UNROLL
           for (int j = 0; j < 8; ++j) sum += P::exp2(s[t][j][2 * r] - mu) + P::exp2(s[t][j][2 * r + 1] - mu);
           l[t][r] = l[t][r] * P::exp2(m[t][r] - mu) + sum;
           m[t][r] = m_new;
@@ -271,21 +284,27 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
       if (tile == 0) return;
       // Rows of K (columns of S): maximum and sum over the warp's 16 rows, per column.
       P::each_lane(w, [&](Thread t) {
+        SIMVAE_UNROLL
         for (int j = 0; j < 8; ++j)
+          SIMVAE_UNROLL
           for (int h = 0; h < 2; ++h) cm[t][2 * j + h] = fmaxf(s[t][j][h], s[t][j][2 + h]);
       });
       reduce_over_groups<P, 16>(w, cm, other, MaxOp{});
       P::each_lane(w, [&](Thread t) {
+        SIMVAE_UNROLL
         for (int j = 0; j < 8; ++j)
+          SIMVAE_UNROLL
           for (int h = 0; h < 2; ++h) {
             const float mu = cm[t][2 * j + h] == kNegInf ? 0.0f : cm[t][2 * j + h];
             cl[t][2 * j + h] = P::exp2(s[t][j][h] - mu) + P::exp2(s[t][j][2 + h] - mu);
           }
       });
       reduce_over_groups<P, 16>(w, cl, other, SumOp{});
-      P::each_lane(w, [&](Thread t) {  // lanes of row group j store fragment j's 8 columns
+      P::each_lane(w, [&](Thread t) {  // every row group holds all of them; group 0 stores
+        if (t.group() != 0) return;
+        SIMVAE_UNROLL
         for (int j = 0; j < 8; ++j)
-          if (t.group() == j)
+            SIMVAE_UNROLL
             for (int h = 0; h < 2; ++h) {
               const int col = 8 * j + 2 * t.quad() + h;
               P::template sts<MaxSum>(t, L::colpart(buf, w, col), MaxSum{cm[t][2 * j + h], cl[t][2 * j + h]});
@@ -300,11 +319,13 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
   // Rows of I: merge the 4 threads of each row (lanes that differ in bits 0..1), then store.
   for (int mask = 1; mask < 4; mask <<= 1)
     P::each_warp([&](int w) {
+      SIMVAE_UNROLL
       for (int r = 0; r < 2; ++r) {
         P::shfl_xor(w, [&](Thread t) { return m[t][r]; }, [&](Thread t) -> float& { return x[t][2 * r]; }, mask);
         P::shfl_xor(w, [&](Thread t) { return l[t][r]; }, [&](Thread t) -> float& { return x[t][2 * r + 1]; }, mask);
       }
       P::each_lane(w, [&](Thread t) {
+        SIMVAE_UNROLL
         for (int r = 0; r < 2; ++r) {
           const MaxSum merged = merge_parts({m[t][r], l[t][r]}, {x[t][2 * r], x[t][2 * r + 1]});
           m[t][r] = merged.m;
@@ -315,6 +336,7 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
   P::each_warp([&](int w) {
     P::each_lane(w, [&](Thread t) {
       if (t.quad() != 0) return;
+      SIMVAE_UNROLL
       for (int r = 0; r < 2; ++r) {
         const int64_t i = int64_t(I) * kBlockRows + 16 * w + t.group() + 8 * r;
         args.row_part[int64_t(chunk) * nb * kBlockRows + i] = MaxSum{m[t][r], l[t][r]};
@@ -338,29 +360,34 @@ template <class P, class E, int kDims, bool kSymmetric>
 SIMVAE_TILE void backward_block(const BackwardTileArgs& args, int block) {
   using L = TileSmem<kDims>;
   constexpr int kN8 = kDims / 8;
+  constexpr int kSlice = kDims >= 256 ? 16 : 32;  // dims of dU_K per pass (registers next to dU_I's)
   const TileProblem& p = args.p;
   int I, t_begin, t_end;
   p.sweep.range(block, I, t_begin, t_end);
   const int nb = p.sweep.nb, chunk = block % p.sweep.chunks;
   const int64_t rows = int64_t(nb) * kBlockRows;
   const float kscale = kLog2e / *p.temperature, pow2 = operand_scale(args.maxima);
-  typename P::template PerThread<float[2]> rc, rl, rw;  // c_i, lse_i (base 2), w_i of rows g, g + 8
   typename P::template PerThread<float[kN8][4]> du;     // this warp's 16 rows of dU_I (2^e scaled)
   typename P::template PerThread<float[8][4]> s;
   typename P::template PerThread<uint32_t[4][4]> qa;     // Q c_K 2^e as A fragments, k = 16 columns each
-  typename P::template PerThread<float[4][4]> dk;        // a 16 x 32 slice of dU_K
+  typename P::template PerThread<float[kSlice / 8][4]> dk;  // a 16 x kSlice slice of dU_K
   typename P::template PerThread<float> ds, other;
   typename P::template PerThread<uint32_t[4]> a, b;
 
   P::each_warp([&](int w) {
     P::each_lane(w, [&](Thread t) {
+      SIMVAE_UNROLL
       for (int r = 0; r < 2; ++r) {
         const int i = I * kBlockRows + 16 * w + t.group() + 8 * r;
-        rc[t][r] = i < p.N ? p.inv_norm[i] : 0.0f;
-        rl[t][r] = i < p.N ? args.lse[i] * kLog2e : 0.0f;
-        rw[t][r] = i < p.N ? args.w[i] : 0.0f;
+        if (t.quad() != 0) continue;  // row stats in shared memory (registers are dU_I's)
+        const int row = 16 * w + t.group() + 8 * r;
+        P::template sts<float>(t, L::row_stat(0, row), i < p.N ? p.inv_norm[i] : 0.0f);
+        P::template sts<float>(t, L::row_stat(1, row), i < p.N ? args.lse[i] * kLog2e : 0.0f);
+        P::template sts<float>(t, L::row_stat(2, row), i < p.N ? args.w[i] : 0.0f);
       }
+      SIMVAE_UNROLL
       for (int j = 0; j < kN8; ++j)
+        SIMVAE_UNROLL
         for (int e = 0; e < 4; ++e) du[t][j][e] = 0.0f;
       ds[t] = 0.0f;
     });
@@ -397,32 +424,40 @@ SIMVAE_TILE void backward_block(const BackwardTileArgs& args, int block) {
       logit_tile<P, E, kDims>(w, L::zk(buf), s, a, b);
       const bool edge = tile == 0 || (I + 1) * kBlockRows > p.N || (K + 1) * kBlockRows > p.N;
       P::each_lane(w, [&](Thread t) {
-        for (int j = 0; j < 8; ++j)
+        float rc[2], rl[2], rw[2];  // c_i, lse_i (base 2), w_i of rows g, g + 8
+        SIMVAE_UNROLL
+        for (int r = 0; r < 2; ++r) {
+          const int row = 16 * w + t.group() + 8 * r;
+          rc[r] = P::template lds<float>(t, L::row_stat(0, row));
+          rl[r] = P::template lds<float>(t, L::row_stat(1, row));
+          rw[r] = P::template lds<float>(t, L::row_stat(2, row));
+        }
+        SIMVAE_UNROLL
+        for (int j = 0; j < 8; ++j) {  // n8 fragment j: columns 8 j + 2 quad + h, rows g + 8 r
+          const int col = 8 * j + 2 * t.quad();
+          const Float2 ck = P::template lds<Float2>(t, L::stat(buf, 0, col));
+          const Float2 lk = P::template lds<Float2>(t, L::stat(buf, 1, col));
+          const Float2 wk = P::template lds<Float2>(t, L::stat(buf, 2, col));
+          SIMVAE_UNROLL
           for (int r = 0; r < 2; ++r) {
             const int row = 16 * w + t.group() + 8 * r;
-            float side_k[2];
+            float side_i[2], side_k[2];
+            SIMVAE_UNROLL
             for (int h = 0; h < 2; ++h) {
-              const int e = 2 * r + h, col = 8 * j + 2 * t.quad() + h;
-              const float ck = P::template lds<float>(t, L::stat(buf, 0, col));
-              const float lk = P::template lds<float>(t, L::stat(buf, 1, col));
-              const float wk = P::template lds<float>(t, L::stat(buf, 2, col));
-              const float uu = s[t][j][e] * rc[t][r] * ck, x = uu * kscale;
-              const float g_ik = rw[t][r] * P::exp2(x - rl[t][r]), g_ki = wk * P::exp2(x - lk);
+              const float c_k = h ? ck.y : ck.x, l_k = h ? lk.y : lk.x, w_k = h ? wk.y : wk.x;
+              const float uu = s[t][j][2 * r + h] * rc[r] * c_k, x = uu * kscale;
+              const float g_ik = rw[r] * P::exp2(x - rl[r]), g_ki = w_k * P::exp2(x - l_k);
               const bool valid =
-                  !edge || (I * kBlockRows + row < p.N && K * kBlockRows + col < p.N && (tile != 0 || row != col));
+                  !edge || (I * kBlockRows + row < p.N && K * kBlockRows + col + h < p.N && (tile != 0 || row != col + h));
               const float q = valid ? g_ik + g_ki : 0.0f;
               if (valid) ds[t] += (k_side ? q : g_ik) * uu;
-              s[t][j][e] = q * ck * pow2;
-              side_k[h] = q * rc[t][r] * pow2;
+              side_i[h] = q * c_k * pow2;
+              side_k[h] = q * rc[r] * pow2;
             }
-            if (k_side)
-              P::template sts<uint32_t>(t, L::q_elem(row, 8 * j + 2 * t.quad()), E::pack(side_k[0], side_k[1]));
+            // A fragment j / 2 (columns 16 (j / 2) ..): registers (row half r, column half j % 2).
+            qa[t][j / 2][2 * (j % 2) + r] = E::pack(side_i[0], side_i[1]);
+            if (k_side) P::template sts<uint32_t>(t, L::q_elem(row, col), E::pack(side_k[0], side_k[1]));
           }
-        for (int ks = 0; ks < 4; ++ks) {  // A fragment ks: columns 16 ks .. 16 ks + 15 = n8 fragments 2ks, 2ks+1
-          qa[t][ks][0] = E::pack(s[t][2 * ks][0], s[t][2 * ks][1]);
-          qa[t][ks][1] = E::pack(s[t][2 * ks][2], s[t][2 * ks][3]);
-          qa[t][ks][2] = E::pack(s[t][2 * ks + 1][0], s[t][2 * ks + 1][1]);
-          qa[t][ks][3] = E::pack(s[t][2 * ks + 1][2], s[t][2 * ks + 1][3]);
         }
       });
       // dU_I += (Q c_K) Z_K: k = the 64 rows of K, n = the dims.
@@ -439,12 +474,14 @@ SIMVAE_UNROLL
     });
     if (!k_side) continue;
     P::barrier();  // every warp's Q c_I is in shared memory
-    // dU_K[16 w .., :] += (Q c_I)^T Z_I, 32 dims at a time: k = the 64 rows of I.
+    // dU_K[16 w .., :] += (Q c_I)^T Z_I, kSlice dims at a time: k = the 64 rows of I.
     P::each_warp([&](int w) {
 SIMVAE_UNROLL
-      for (int dc = 0; dc < kDims / 32; ++dc) {
+      for (int dc = 0; dc < kDims / kSlice; ++dc) {
         P::each_lane(w, [&](Thread t) {
-          for (int j = 0; j < 4; ++j)
+          SIMVAE_UNROLL
+          for (int j = 0; j < kSlice / 8; ++j)
+            SIMVAE_UNROLL
             for (int e = 0; e < 4; ++e) dk[t][j][e] = 0.0f;
         });
 SIMVAE_UNROLL
@@ -454,8 +491,8 @@ SIMVAE_UNROLL
             return L::q_elem(16 * ks + (q >> 1) * 8 + (t.lane & 7), 16 * w + (q & 1) * 8);
           });
 SIMVAE_UNROLL
-          for (int jp = 0; jp < 2; ++jp) {
-            load_b_kn<P, kDims>(w, L::kZi, ks, 2 * dc + jp, b);
+          for (int jp = 0; jp < kSlice / 16; ++jp) {
+            load_b_kn<P, kDims>(w, L::kZi, ks, dc * kSlice / 16 + jp, b);
             P::template mma_m16n8k16<E>(w, [&](Thread t) { return dk[t][2 * jp]; }, [&](Thread t) { return a[t]; },
                                         [&](Thread t) { return b[t]; });
             P::template mma_m16n8k16<E>(w, [&](Thread t) { return dk[t][2 * jp + 1]; },
@@ -463,10 +500,12 @@ SIMVAE_UNROLL
           }
         }
         P::each_lane(w, [&](Thread t) {
-          for (int j = 0; j < 4; ++j)
+          SIMVAE_UNROLL
+          for (int j = 0; j < kSlice / 8; ++j)
+            SIMVAE_UNROLL
             for (int r = 0; r < 2; ++r) {
               const int64_t k = int64_t(K) * kBlockRows + 16 * w + t.group() + 8 * r;
-              P::red_add2(args.du + k * kDims + 32 * dc + 8 * j + 2 * t.quad(), dk[t][j][2 * r], dk[t][j][2 * r + 1]);
+              P::red_add2(args.du + k * kDims + kSlice * dc + 8 * j + 2 * t.quad(), dk[t][j][2 * r], dk[t][j][2 * r + 1]);
             }
         });
       }
@@ -475,7 +514,9 @@ SIMVAE_UNROLL
   // dU_I: summed into du (symmetric sweep) or stored into this chunk's part; dscale: one value per block.
   P::each_warp([&](int w) {
     P::each_lane(w, [&](Thread t) {
+      SIMVAE_UNROLL
       for (int j = 0; j < kN8; ++j)
+        SIMVAE_UNROLL
         for (int r = 0; r < 2; ++r) {
           const int64_t i = int64_t(I) * kBlockRows + 16 * w + t.group() + 8 * r;
           float* dst = args.du + ((kSymmetric ? 0 : chunk) * rows + i) * kDims + 8 * j + 2 * t.quad();
@@ -500,6 +541,7 @@ SIMVAE_UNROLL
     P::each_lane(w, [&](Thread t) {
       if (w != 0 || t.lane != 0) return;
       float total = 0.0f;
+      SIMVAE_UNROLL
       for (int v = 0; v < kWarpsPerBlock; ++v) total += P::template lds<float>(t, L::kReduce + 4 * v);
       args.ds_part[block] = total;
     });

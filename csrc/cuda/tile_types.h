@@ -107,8 +107,12 @@ SIMVAE_HD void store_elem(void* p, int64_t i, float v) {
 }
 
 // A partial log-sum-exp in base 2: the sum l of 2^(x - m) over some x, with m their maximum (-inf: empty).
-struct MaxSum {
+struct alignas(8) MaxSum {
   float m, l;
+};
+
+struct alignas(8) Float2 {
+  float x, y;
 };
 
 }  // namespace tiles
