@@ -7,7 +7,9 @@
 // Launches, forward:  memset(maxima) | prep_rows | forward tiles | forward_rows
 //           backward: memset(maxima, du when atomic) | prep_rows | backward tiles | backward_rows | dscale_sum
 // The tile kernels use 128 threads and are built for 2 resident blocks per SM (__launch_bounds__(128, 2):
-// <= 255 registers; shared memory TileSmem<dims>::kBytes, 45 KB at dims = 64 .. 107 KB at 256).
+// <= 255 registers; dynamic shared memory TileSmem<dims>::kBytes: 26 KB at dims = 32 .. 110 KB at 256).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "exec_policy_device.cuh"
@@ -27,25 +29,40 @@ using tiles::kThreadsPerBlock;
 using tiles::kWarpsPerBlock;
 using tiles::Plan;
 
-template <class E>
+// The kernels are templated on the CUDA element type (so that their names say bfloat16 / half); the tile code
+// on its operand format.
+template <class T>
+struct Operand;
+template <>
+struct Operand<__nv_bfloat16> {
+  using type = Bf16;
+};
+template <>
+struct Operand<__half> {
+  using type = F16;
+};
+template <class T>
+using OperandOf = typename Operand<T>::type;
+
+template <class T>
 __global__ void __launch_bounds__(kThreadsPerBlock) prep_rows_kernel(tiles::PrepArgs a) {
-  tiles::prep_rows<DevicePolicy, E>(a, blockIdx.x);
+  tiles::prep_rows<DevicePolicy, OperandOf<T>>(a, blockIdx.x);
 }
-template <class E, int kDims>
+template <class T, int kDims>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) forward_tiles_kernel(tiles::ForwardTileArgs a) {
-  tiles::forward_block<DevicePolicy, E, kDims>(a, blockIdx.x);
+  tiles::forward_block<DevicePolicy, OperandOf<T>, kDims>(a, blockIdx.x);
 }
-template <class E>
+template <class T>
 __global__ void __launch_bounds__(kThreadsPerBlock) forward_rows_kernel(tiles::ForwardRowArgs a) {
-  tiles::forward_rows<DevicePolicy, E>(a, blockIdx.x);
+  tiles::forward_rows<DevicePolicy, OperandOf<T>>(a, blockIdx.x);
 }
-template <class E, int kDims, bool kSymmetric>
+template <class T, int kDims, bool kSymmetric>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) backward_tiles_kernel(tiles::BackwardTileArgs a) {
-  tiles::backward_block<DevicePolicy, E, kDims, kSymmetric>(a, blockIdx.x);
+  tiles::backward_block<DevicePolicy, OperandOf<T>, kDims, kSymmetric>(a, blockIdx.x);
 }
-template <class E>
+template <class T>
 __global__ void __launch_bounds__(kThreadsPerBlock) backward_rows_kernel(tiles::BackwardRowArgs a) {
-  tiles::backward_rows<DevicePolicy, E>(a, blockIdx.x);
+  tiles::backward_rows<DevicePolicy, OperandOf<T>>(a, blockIdx.x);
 }
 __global__ void __launch_bounds__(kThreadsPerBlock) dscale_sum_kernel(const float* ds_part, int64_t parts,
                                                                      const float* dscale_rows, int64_t N,
@@ -53,10 +70,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) dscale_sum_kernel(const floa
   tiles::dscale_sum<DevicePolicy>(ds_part, parts, dscale_rows, N, temperature, grad);
 }
 
-bool on_tensor_cores(const InfoNceCall& c) {
-  return (c.dtype == InfoNceDtype::kBFloat16 || c.dtype == InfoNceDtype::kFloat16) &&
-         tiles::padded_dims((c.D + 7) / 8 * 8) != 0;
-}
+bool on_tensor_cores(const InfoNceCall& c) { return info_nce_on_tensor_cores(c.dtype, c.D); }
 
 // Four tile blocks per SM: two resident at a time, and a second wave to even out the runs' lengths.
 int target_blocks() {
@@ -101,7 +115,7 @@ Views views_of(const InfoNceCall& c, const Plan& plan, void* workspace) {
   return v;
 }
 
-template <class E, int kDims>
+template <class T, int kDims>
 cudaError_t forward_tensor_cores(const InfoNceCall& c, const Plan& plan, void* workspace, float* loss, float* lse,
                                  float* pos, cudaStream_t stream) {
   using L = tiles::TileSmem<kDims>;
@@ -109,18 +123,18 @@ cudaError_t forward_tensor_cores(const InfoNceCall& c, const Plan& plan, void* w
   char* ws = static_cast<char*>(workspace);
   cudaError_t err = cudaMemsetAsync(v.maxima, 0, 8, stream);
   if (err != cudaSuccess) return err;
-  prep_rows_kernel<E><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(
+  prep_rows_kernel<T><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(
       tiles::PrepArgs{v.rows, nullptr, v.inv, v.maxima, v.zp, plan.pitch});
   const tiles::ForwardTileArgs fa{v.tiles, reinterpret_cast<tiles::MaxSum*>(ws + plan.row_part),
                                   reinterpret_cast<tiles::MaxSum*>(ws + plan.col_part)};
-  if ((err = allow_smem(forward_tiles_kernel<E, kDims>, L::kBytes)) != cudaSuccess) return err;
-  forward_tiles_kernel<E, kDims><<<plan.sweep.blocks(), kThreadsPerBlock, L::kBytes, stream>>>(fa);
-  forward_rows_kernel<E><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(
+  if ((err = allow_smem(forward_tiles_kernel<T, kDims>, L::kBytes)) != cudaSuccess) return err;
+  forward_tiles_kernel<T, kDims><<<plan.sweep.blocks(), kThreadsPerBlock, L::kBytes, stream>>>(fa);
+  forward_rows_kernel<T><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(
       tiles::ForwardRowArgs{v.rows, plan.sweep, fa.row_part, fa.col_part, lse, pos, loss});
   return cudaGetLastError();
 }
 
-template <class E, int kDims>
+template <class T, int kDims>
 cudaError_t backward_tensor_cores(const InfoNceCall& c, const Plan& plan, const float* w, const float* lse,
                                   const float* pos, void* workspace, void* grad_z, float* grad_temperature,
                                   cudaStream_t stream) {
@@ -134,44 +148,44 @@ cudaError_t backward_tensor_cores(const InfoNceCall& c, const Plan& plan, const 
   if (err == cudaSuccess && plan.sweep.symmetric)
     err = cudaMemsetAsync(du, 0, sizeof(float) * plan.rows() * plan.dims, stream);
   if (err != cudaSuccess) return err;
-  prep_rows_kernel<E><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(
+  prep_rows_kernel<T><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(
       tiles::PrepArgs{v.rows, w, v.inv, v.maxima, v.zp, plan.pitch});
   const tiles::BackwardTileArgs ba{v.tiles, lse, w, v.maxima, du, ds_part};
   if (plan.sweep.symmetric) {
-    if ((err = allow_smem(backward_tiles_kernel<E, kDims, true>, L::kBytes)) != cudaSuccess) return err;
-    backward_tiles_kernel<E, kDims, true><<<plan.sweep.blocks(), kThreadsPerBlock, L::kBytes, stream>>>(ba);
+    if ((err = allow_smem(backward_tiles_kernel<T, kDims, true>, L::kBytes)) != cudaSuccess) return err;
+    backward_tiles_kernel<T, kDims, true><<<plan.sweep.blocks(), kThreadsPerBlock, L::kBytes, stream>>>(ba);
   } else {
-    if ((err = allow_smem(backward_tiles_kernel<E, kDims, false>, L::kBytes)) != cudaSuccess) return err;
-    backward_tiles_kernel<E, kDims, false><<<plan.sweep.blocks(), kThreadsPerBlock, L::kBytes, stream>>>(ba);
+    if ((err = allow_smem(backward_tiles_kernel<T, kDims, false>, L::kBytes)) != cudaSuccess) return err;
+    backward_tiles_kernel<T, kDims, false><<<plan.sweep.blocks(), kThreadsPerBlock, L::kBytes, stream>>>(ba);
   }
-  backward_rows_kernel<E><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(tiles::BackwardRowArgs{
+  backward_rows_kernel<T><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(tiles::BackwardRowArgs{
       v.rows, w, pos, v.maxima, du, plan.du_parts(), plan.dims, plan.rows(), dscale_rows, grad_z});
   dscale_sum_kernel<<<1, kThreadsPerBlock, 16, stream>>>(ds_part, plan.sweep.blocks(), dscale_rows, c.N,
                                                          v.rows.temperature, grad_temperature);
   return cudaGetLastError();
 }
 
-// Calls F<E, dims>::run(args...) for the call's element type and the plan's padded width.
+// Calls F<T, dims>::run(args...) for the call's element type and the plan's padded width.
 template <template <class, int> class F, class... Args>
 cudaError_t dispatch(const InfoNceCall& c, const Plan& plan, Args... args) {
   const bool bf16 = c.dtype == InfoNceDtype::kBFloat16;
   switch (plan.dims) {
-    case 32: return bf16 ? F<Bf16, 32>::run(c, plan, args...) : F<F16, 32>::run(c, plan, args...);
-    case 64: return bf16 ? F<Bf16, 64>::run(c, plan, args...) : F<F16, 64>::run(c, plan, args...);
-    case 128: return bf16 ? F<Bf16, 128>::run(c, plan, args...) : F<F16, 128>::run(c, plan, args...);
-    case 256: return bf16 ? F<Bf16, 256>::run(c, plan, args...) : F<F16, 256>::run(c, plan, args...);
+    case 32: return bf16 ? F<__nv_bfloat16, 32>::run(c, plan, args...) : F<__half, 32>::run(c, plan, args...);
+    case 64: return bf16 ? F<__nv_bfloat16, 64>::run(c, plan, args...) : F<__half, 64>::run(c, plan, args...);
+    case 128: return bf16 ? F<__nv_bfloat16, 128>::run(c, plan, args...) : F<__half, 128>::run(c, plan, args...);
+    case 256: return bf16 ? F<__nv_bfloat16, 256>::run(c, plan, args...) : F<__half, 256>::run(c, plan, args...);
     default: return cudaErrorInvalidValue;
   }
 }
-template <class E, int kDims>
+template <class T, int kDims>
 struct Forward {
   template <class... Args>
-  static cudaError_t run(Args... args) { return forward_tensor_cores<E, kDims>(args...); }
+  static cudaError_t run(Args... args) { return forward_tensor_cores<T, kDims>(args...); }
 };
-template <class E, int kDims>
+template <class T, int kDims>
 struct Backward {
   template <class... Args>
-  static cudaError_t run(Args... args) { return backward_tensor_cores<E, kDims>(args...); }
+  static cudaError_t run(Args... args) { return backward_tensor_cores<T, kDims>(args...); }
 };
 
 // The exact path's workspace: inv_norm [N], then (backward) du [N, D] and dscale_rows [N], accumulation type.
@@ -181,6 +195,11 @@ size_t exact_workspace(const InfoNceCall& c, bool backward) {
 }
 
 }  // namespace
+
+bool info_nce_on_tensor_cores(InfoNceDtype dtype, int64_t D) {
+  return (dtype == InfoNceDtype::kBFloat16 || dtype == InfoNceDtype::kFloat16) &&
+         tiles::padded_dims((D + 7) / 8 * 8) != 0;
+}
 
 size_t info_nce_workspace_bytes(const InfoNceCall& c, bool backward) {
   return on_tensor_cores(c) ? plan_of(c, backward).bytes : exact_workspace(c, backward);

@@ -2,6 +2,8 @@
 // check the tensors, allocate outputs and one workspace (O(N D + N^2 / 64) bytes, info_nce_plan.h), and call the
 // torch-free launchers of info_nce.cu on the current stream. The temperature stays on the device (no host sync).
 // torch.use_deterministic_algorithms(True) selects the backward without atomics (the op schema is unchanged).
+// Half-precision rows wider than the tensor-core kernels take (D > 256) run the exact float32 kernels on an
+// upcast copy (O(N D), next to O(N^2 D) work); dz comes back in z's dtype.
 // Empty inputs launch nothing: G = 0 gives empty results; D = 0 (every logit 0) gives lse = log(N - 1),
 // pos = 0 (mean) or log(J - 1) (logsumexp), an empty dz and dtau = 0, all by tensor fills.
 #include <ATen/Context.h>
@@ -60,6 +62,13 @@ InfoNceCall make_call(const at::Tensor& zr, int64_t J, const at::Tensor& tempera
           positives_logsumexp, at::globalContext().deterministicAlgorithms()};
 }
 
+// z as the kernels read it: contiguous, and float32 where a 16-bit z has no tensor-core path.
+at::Tensor kernel_input(const at::Tensor& z) {
+  const bool upcast = !simvae_fast::info_nce_on_tensor_cores(dtype_of(z), z.size(2)) &&
+                      (z.scalar_type() == at::kHalf || z.scalar_type() == at::kBFloat16);
+  return upcast ? z.to(at::kFloat).contiguous() : z.contiguous();
+}
+
 at::Tensor workspace(const InfoNceCall& call, bool backward, const at::Tensor& z) {
   const int64_t bytes = static_cast<int64_t>(simvae_fast::info_nce_workspace_bytes(call, backward));
   return at::empty({bytes}, z.options().dtype(at::kByte));
@@ -75,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> info_nce_forward_cuda(const at::T
     const double lse = N > 1 ? std::log(double(N - 1)) : 0.0, pos = positives_logsumexp ? std::log(double(J - 1)) : 0.0;
     return {at::full({N}, lse - pos, acc), at::full({N}, lse, acc), at::full({N}, pos, acc)};
   }
-  const at::Tensor zr = z.contiguous();
+  const at::Tensor zr = kernel_input(z);
   const InfoNceCall call = make_call(zr, J, temperature, normalize, positives_logsumexp);
   at::Tensor ws = workspace(call, false, zr);
   at::Tensor loss = at::empty({N}, acc), lse = at::empty({N}, acc), pos = at::empty({N}, acc);
@@ -92,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor> info_nce_backward_cuda(const at::Tensor& grad
   const c10::cuda::CUDAGuard guard(z.device());
   const int64_t N = z.size(0) * z.size(1);
   if (N == 0 || z.size(2) == 0) return {at::zeros(z.sizes(), z.options()), at::zeros({}, temperature.options())};
-  const at::Tensor zr = z.contiguous();
+  const at::Tensor zr = kernel_input(z);
   const at::Tensor w = acc_contiguous(grad_loss, z), lse_c = acc_contiguous(lse, z), pos_c = acc_contiguous(pos, z);
   const InfoNceCall call = make_call(zr, z.size(1), temperature, normalize, positives_logsumexp);
   at::Tensor ws = workspace(call, true, zr);
@@ -100,7 +109,7 @@ std::tuple<at::Tensor, at::Tensor> info_nce_backward_cuda(const at::Tensor& grad
   C10_CUDA_CHECK(simvae_fast::info_nce_backward_cuda(call, w.data_ptr(), lse_c.data_ptr(), pos_c.data_ptr(),
                                                      ws.data_ptr(), grad_z.data_ptr(), grad_temperature.data_ptr(),
                                                      c10::cuda::getCurrentCUDAStream()));
-  return {grad_z, grad_temperature};
+  return {grad_z.to(z.scalar_type()), grad_temperature};
 }
 
 }  // namespace

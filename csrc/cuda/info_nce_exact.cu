@@ -1,5 +1,5 @@
-// InfoNCE / NT-Xent CUDA kernels on CUDA cores (math doc §4): the exact path, for float64, for float32 when
-// TF32 is not allowed, and for rows wider than the tensor-core kernels take (info_nce.cu dispatches). Tiled,
+// InfoNCE / NT-Xent CUDA kernels on CUDA cores (math doc §4): the exact path, for float64 and float32 (and for
+// half-precision rows wider than the tensor-core kernels take, upcast to float32 by info_nce_cuda.cpp). Tiled,
 // shared memory, fp32 accumulation (fp64 for fp64), no N x N buffer. Torch-free: compile-checked with plain nvcc.
 // Not the fast path: it streams every column tile for every row block (2 N^2 D forward FLOPs) and its backward
 // recomputes the tiles once per 64 output dims; float64 spills (a simple, exact path is all it is for).
@@ -25,9 +25,6 @@
 // finish_backward_kernel: one warp per row adds the positives' part -scale sum_p (w_i W_ip + w_p W_pi) u_p, scales,
 // and applies the F.normalize Jacobian dz_i = c_i (du_i - c_i^2 (z_i . du_i) z_i) (||z_i|| > eps; else c_i du_i).
 // dscale_kernel sums the per-row dL/dscale parts in a fixed order.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <cmath>
 
 #include "info_nce_exact.h"
@@ -41,13 +38,9 @@ constexpr double kNormEps = 1e-12;
 
 __device__ inline float to_acc(float x) { return x; }
 __device__ inline double to_acc(double x) { return x; }
-__device__ inline float to_acc(__half x) { return __half2float(x); }
-__device__ inline float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 template <typename T> __device__ inline T from_acc(float x);
 template <> __device__ inline float from_acc<float>(float x) { return x; }
-template <> __device__ inline __half from_acc<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ inline __nv_bfloat16 from_acc<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 template <typename T> __device__ inline T from_acc(double x) { return x; }
 
 template <typename Acc>
@@ -321,8 +314,7 @@ void backward_typed(const Acc* w, const T* z, int64_t N, int64_t D, int64_t J, c
   switch (dtype) {                                                                \
     case InfoNceDtype::kFloat32: { using T = float; using Acc = float; CALL; break; }   \
     case InfoNceDtype::kFloat64: { using T = double; using Acc = double; CALL; break; } \
-    case InfoNceDtype::kFloat16: { using T = __half; using Acc = float; CALL; break; }  \
-    case InfoNceDtype::kBFloat16: { using T = __nv_bfloat16; using Acc = float; CALL; break; } \
+    default: return cudaErrorInvalidValue;                                        \
   }
 
 cudaError_t info_nce_forward_exact(InfoNceDtype dtype, const void* z, int64_t N, int64_t D, int64_t J,
