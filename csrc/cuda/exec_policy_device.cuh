@@ -64,7 +64,9 @@ struct DevicePolicy {
                  "r"(bytes));
   }
   __device__ __forceinline__ static void cp_async_commit(Thread) { asm volatile("cp.async.commit_group;\n" ::); }
-  __device__ __forceinline__ static void cp_async_wait_all(Thread) { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+  __device__ __forceinline__ static void cp_async_wait_all(Thread) {
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  }
 
   template <class Out, class Address>
   __device__ __forceinline__ static void ldmatrix_x4(int, bool trans, Out out, Address address) {

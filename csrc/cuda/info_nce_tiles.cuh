@@ -229,7 +229,8 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
     if (col >= kBlockRows) return;
     MaxSum total{kNegInf, 0.0f};
     SIMVAE_UNROLL
-    for (int v = 0; v < kWarpsPerBlock; ++v) total = merge_parts(total, P::template lds<MaxSum>(t, L::colpart(buf, v, col)));
+    for (int v = 0; v < kWarpsPerBlock; ++v)
+      total = merge_parts(total, P::template lds<MaxSum>(t, L::colpart(buf, v, col)));
     const int64_t k = int64_t((I + tile) % nb) * kBlockRows + col;
     args.col_part[int64_t(tile) * nb * kBlockRows + k] = total;
   };
@@ -315,7 +316,8 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
   }
   if (t_end - 1 > 0 && t_end > t_begin) {
     P::barrier();
-    P::each_warp([&](int w) { P::each_lane(w, [&](Thread t) { store_columns(t, t_end - 1, (t_end - 1 - t_begin) & 1); }); });
+    const int last = t_end - 1, buf = (t_end - 1 - t_begin) & 1;
+    P::each_warp([&](int w) { P::each_lane(w, [&](Thread t) { store_columns(t, last, buf); }); });
   }
   // Rows of I: merge the 4 threads of each row (lanes that differ in bits 0..1), then store.
   for (int mask = 1; mask < 4; mask <<= 1)
@@ -448,8 +450,8 @@ SIMVAE_TILE void backward_block(const BackwardTileArgs& args, int block) {
               const float c_k = h ? ck.y : ck.x, l_k = h ? lk.y : lk.x, w_k = h ? wk.y : wk.x;
               const float uu = s[t][j][2 * r + h] * rc[r] * c_k, x = uu * kscale;
               const float g_ik = rw[r] * P::exp2(x - rl[r]), g_ki = w_k * P::exp2(x - l_k);
-              const bool valid =
-                  !edge || (I * kBlockRows + row < p.N && K * kBlockRows + col + h < p.N && (tile != 0 || row != col + h));
+              const bool valid = !edge || (I * kBlockRows + row < p.N && K * kBlockRows + col + h < p.N &&
+                                           (tile != 0 || row != col + h));
               const float q = valid ? g_ik + g_ki : 0.0f;
               if (valid) ds[t] += (k_side ? q : g_ik) * uu;
               side_i[h] = q * c_k * pow2;
@@ -506,7 +508,8 @@ SIMVAE_UNROLL
             SIMVAE_UNROLL
             for (int r = 0; r < 2; ++r) {
               const int64_t k = int64_t(K) * kBlockRows + 16 * w + t.group() + 8 * r;
-              P::red_add2(args.du + k * kDims + kSlice * dc + 8 * j + 2 * t.quad(), dk[t][j][2 * r], dk[t][j][2 * r + 1]);
+              float* dst = args.du + k * kDims + kSlice * dc + 8 * j + 2 * t.quad();
+              P::red_add2(dst, dk[t][j][2 * r], dk[t][j][2 * r + 1]);
             }
         });
       }

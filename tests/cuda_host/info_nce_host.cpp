@@ -38,7 +38,8 @@ Input read_input(const char* path) {
   in.positives_lse = header[5], in.deterministic = header[6], in.target_blocks = header[7];
   in.z.resize(in.N * in.D);
   in.w.resize(in.N);
-  ok = ok && fread(in.z.data(), 2, in.z.size(), f) == in.z.size() && fread(in.w.data(), 4, in.w.size(), f) == in.w.size();
+  ok = ok && fread(in.z.data(), 2, in.z.size(), f) == in.z.size();
+  ok = ok && fread(in.w.data(), 4, in.w.size(), f) == in.w.size();
   fclose(f);
   if (!ok) throw std::runtime_error("short input file");
   return in;
@@ -108,7 +109,8 @@ void run(const Input& in, std::vector<float>& out) {
       backward_block<HostPolicy, E, kDims, false>(ba, b);
   });
   float* dscale_rows = reinterpret_cast<float*>(at(bws, bp.dscale_rows));
-  BackwardRowArgs br{brp, in.w.data(), pos.data(), maxima, du, bp.du_parts(), bp.dims, bp.rows(), dscale_rows, dz.data()};
+  BackwardRowArgs br{brp, in.w.data(), pos.data(), maxima, du,
+                     bp.du_parts(), bp.dims, bp.rows(), dscale_rows, dz.data()};
   run_blocks(row_blocks, 16, [&](int b) { backward_rows<HostPolicy, E>(br, b); });
   run_blocks(1, 16, [&](int) {
     dscale_sum<HostPolicy>(ds_part, bp.sweep.blocks(), dscale_rows, N, &in.temperature, dtau.data());
