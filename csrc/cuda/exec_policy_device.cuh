@@ -9,7 +9,8 @@
 //   lds/sts               32/64-bit shared-memory access at a byte offset of the dynamic shared memory
 //   cp_async16 / cp_async_commit / cp_async_wait_all      16-byte global->shared copies, zero-filled if !valid
 //   ldmatrix_x4(warp, trans, out, address)                 four 8x8 b16 matrices (PTX ldmatrix .x4)
-//   mma_m16n8k16<E>(warp, d, a, b)                         d += a b, E = Bf16 or F16, fp32 accumulators
+//   mma<E>(warp, d, a, b)                                  d += a b, fp32 accumulators: mma.m16n8k16 for
+//                                                          E = Bf16 / F16, mma.m16n8k8 .tf32 for E = Tf32
 //   shfl_xor(warp, src, dst, mask)                         dst(t) = src(t ^ mask)
 //   red_add2, atomic_max_nonnegative, exp2                 global fp32 atomics; ex2.approx
 // Operands of the collectives are accessors (Thread -> value or pointer) so that the host can gather the 32
@@ -84,12 +85,18 @@ struct DevicePolicy {
   }
 
   template <class E, class D, class A, class B>
-  __device__ __forceinline__ static void mma_m16n8k16(int, D d_of, A a_of, B b_of) {
+  __device__ __forceinline__ static void mma(int, D d_of, A a_of, B b_of) {
     const Thread t = self();
     float* d = d_of(t);
     const uint32_t* a = a_of(t);
     const uint32_t* b = b_of(t);
-    if (E::kF16)
+    if (E::kTf32)
+      asm(
+          "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+          "{%0, %1, %2, %3};\n"
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    else if (E::kF16)
       asm(
           "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
           "{%0, %1, %2, %3};\n"

@@ -10,9 +10,14 @@
 // land there, in the phase of the wait); reading it before the wait is an error. Shared memory starts filled
 // with 0xff bytes (NaN in bf16, fp16 and fp32), so a word read before anything was written shows up.
 //
+// Tensor-core operands: mma<Tf32> checks that every operand is a tf32 value (low 13 bits 0, as
+// cvt.rna.tf32.f32 leaves it) and throws an OperandError otherwise (on the device: undefined behaviour).
+//
 // What this emulation cannot see, kept small on purpose:
-//  - the tensor core's own arithmetic: mma here multiplies exactly and adds in fp32 in k order; the hardware's
-//    internal order and rounding differ at the level of fp32 rounding (~1e-7 relative);
+//  - the tensor core's own arithmetic: mma here multiplies exactly (bf16/fp16/tf32 products are exact in fp32)
+//    and adds in fp32 in k order; the hardware's internal order and rounding (it may truncate) differ at the
+//    level of fp32 rounding (~1e-7 relative per addition); cvt.rna.tf32.f32 of a NaN is taken to be the
+//    canonical NaN (the PTX ISA does not say which NaN);
 //  - ex2.approx (2 ulp on the device) is std::exp2 here;
 //  - warp-synchronous assumptions: a warp's lanes run one after another between collectives, so code that
 //    relied on lanes of one warp being in lockstep without __syncwarp would pass here (the tile code has none:
@@ -32,6 +37,11 @@ namespace simvae_fast {
 namespace tiles {
 
 class RaceError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class OperandError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -205,6 +215,14 @@ struct HostPolicy {
     }
   }
 
+  template <class E, class D, class A, class B>
+  static void mma(int warp, D d_of, A a_of, B b_of) {
+    if constexpr (E::kTf32)
+      mma_m16n8k8_tf32(warp, d_of, a_of, b_of);
+    else
+      mma_m16n8k16<E>(warp, d_of, a_of, b_of);
+  }
+
   // PTX mma.m16n8k16.row.col.f32.{bf16,f16}: with g = lane / 4, q = lane % 4,
   //   A (16 x 16): a[0] = (g, 2q..2q+1), a[1] = (g+8, 2q..), a[2] = (g, 2q+8..), a[3] = (g+8, 2q+8..)
   //   B (16 x 8):  b[0] = (k 2q..2q+1, n g), b[1] = (k 2q+8..2q+9, n g)
@@ -238,6 +256,48 @@ struct HostPolicy {
         const int row = g + 8 * (i / 2), col = 2 * q + i % 2;
         float acc = c[row][col];
         for (int k = 0; k < 16; ++k) acc += a[row][k] * b[k][col];  // each product exact in fp32
+        dr[i] = acc;
+      }
+    }
+  }
+
+  // PTX mma.m16n8k8.row.col.f32.tf32.tf32.f32: with g = lane / 4, q = lane % 4,
+  //   A (16 x 8): a[0] = (g, q), a[1] = (g+8, q), a[2] = (g, q+4), a[3] = (g+8, q+4)
+  //   B (8 x 8):  b[0] = (k q, n g), b[1] = (k q+4, n g)
+  //   C (16 x 8): as m16n8k16's
+  template <class D, class A, class B>
+  static void mma_m16n8k8_tf32(int warp, D d_of, A a_of, B b_of) {
+    float a[16][8], b[8][8], c[16][8];
+    auto tf32 = [warp](uint32_t r, int lane, const char* what) {
+      if (r & Tf32::kDropped) {
+        char hex[16];
+        snprintf(hex, sizeof hex, "0x%08x", r);
+        throw OperandError("mma.tf32: warp " + std::to_string(warp) + " lane " + std::to_string(lane) + ": " +
+                           what + " operand " + hex + " is not rounded to tf32");
+      }
+      return bits_to_float(r);
+    };
+    for (int l = 0; l < 32; ++l) {
+      const Thread t{warp, l};
+      const int g = l / 4, q = l % 4;
+      const uint32_t* ar = a_of(t);
+      const uint32_t* br = b_of(t);
+      const float* dr = d_of(t);
+      for (int h = 0; h < 2; ++h) {  // h: the 8-row half of A and C, the 4-deep half of A's columns and B
+        a[g][q + 4 * h] = tf32(ar[2 * h], l, "A");
+        a[g + 8][q + 4 * h] = tf32(ar[2 * h + 1], l, "A");
+        b[q + 4 * h][g] = tf32(br[h], l, "B");
+        c[g + 8 * h][2 * q] = dr[2 * h];
+        c[g + 8 * h][2 * q + 1] = dr[2 * h + 1];
+      }
+    }
+    for (int l = 0; l < 32; ++l) {
+      float* dr = d_of(Thread{warp, l});
+      const int g = l / 4, q = l % 4;
+      for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i / 2), col = 2 * q + i % 2;
+        float acc = c[row][col];
+        for (int k = 0; k < 8; ++k) acc += a[row][k] * b[k][col];  // tf32 x tf32: exact in fp32
         dr[i] = acc;
       }
     }

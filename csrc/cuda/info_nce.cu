@@ -1,13 +1,15 @@
-// InfoNCE / NT-Xent CUDA launchers (math doc §4). bfloat16 and float16 rows of up to 256 dims run on the tensor
+// InfoNCE / NT-Xent CUDA launchers (math doc §4). bfloat16 and float16 rows of up to 256 dims, and float32 rows
+// of up to 128 when the call allows TF32 (torch's allowTF32CuBLAS, read by info_nce_cuda.cpp), run on the tensor
 // cores: the kernels below are thin __global__ wrappers of the block bodies in info_nce_tiles.cuh (tiles,
-// mma.sync) and info_nce_rows.cuh (per-row parts), run with the device execution policy; their schedule and
-// workspace come from info_nce_plan.h. Everything else goes to the exact CUDA-core kernels (info_nce_exact.cu).
+// mma.sync: m16n8k16 bf16/fp16, m16n8k8 tf32) and info_nce_rows.cuh (per-row parts), run with the device
+// execution policy; their schedule and workspace come from info_nce_plan.h. Everything else (float64, float32
+// without TF32 or wider than 128) goes to the exact CUDA-core kernels (info_nce_exact.cu).
 // Torch-free: compile-checked with plain nvcc. Cost model and predicted H200 time: info_nce_tiles.cuh's header.
 //
 // Launches, forward:  memset(maxima) | prep_rows | forward tiles | forward_rows
 //           backward: memset(maxima, du when atomic) | prep_rows | backward tiles | backward_rows | dscale_sum
 // The tile kernels use 128 threads and are built for 2 resident blocks per SM (__launch_bounds__(128, 2):
-// <= 255 registers; dynamic shared memory TileSmem<dims>::kBytes: 26 KB at dims = 32 .. 110 KB at 256).
+// <= 255 registers; dynamic shared memory TileSmem<...>::kBytes, 22 KB (bf16, 32 dims) .. 110 KB (bf16, 256)).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -25,12 +27,13 @@ namespace {
 using tiles::Bf16;
 using tiles::DevicePolicy;
 using tiles::F16;
+using tiles::Tf32;
 using tiles::kThreadsPerBlock;
 using tiles::kWarpsPerBlock;
 using tiles::Plan;
 
-// The kernels are templated on the CUDA element type (so that their names say bfloat16 / half); the tile code
-// on its operand format.
+// The kernels are templated on the CUDA element type (so that their names say bfloat16 / half / float); the tile
+// code on its operand format.
 template <class T>
 struct Operand;
 template <>
@@ -40,6 +43,10 @@ struct Operand<__nv_bfloat16> {
 template <>
 struct Operand<__half> {
   using type = F16;
+};
+template <>
+struct Operand<float> {
+  using type = Tf32;
 };
 template <class T>
 using OperandOf = typename Operand<T>::type;
@@ -70,7 +77,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) dscale_sum_kernel(const floa
   tiles::dscale_sum<DevicePolicy>(ds_part, parts, dscale_rows, N, temperature, grad);
 }
 
-bool on_tensor_cores(const InfoNceCall& c) { return info_nce_on_tensor_cores(c.dtype, c.D); }
+bool on_tensor_cores(const InfoNceCall& c) { return info_nce_on_tensor_cores(c.dtype, c.D, c.tf32); }
 
 // Four tile blocks per SM: two resident at a time, and a second wave to even out the runs' lengths.
 int target_blocks() {
@@ -83,7 +90,9 @@ int target_blocks() {
 
 Plan plan_of(const InfoNceCall& c, bool backward) {
   const bool aligned = reinterpret_cast<uintptr_t>(c.z) % 16 == 0;
-  return tiles::make_plan(c.N, c.D, aligned, backward, c.deterministic, target_blocks());
+  if (c.dtype == InfoNceDtype::kFloat32)
+    return tiles::make_plan<Tf32>(c.N, c.D, aligned, backward, c.deterministic, target_blocks());
+  return tiles::make_plan<Bf16>(c.N, c.D, aligned, backward, c.deterministic, target_blocks());  // = F16's
 }
 
 size_t acc_bytes(const InfoNceCall& c) { return c.dtype == InfoNceDtype::kFloat64 ? 8 : 4; }
@@ -118,7 +127,7 @@ Views views_of(const InfoNceCall& c, const Plan& plan, void* workspace) {
 template <class T, int kDims>
 cudaError_t forward_tensor_cores(const InfoNceCall& c, const Plan& plan, void* workspace, float* loss, float* lse,
                                  float* pos, cudaStream_t stream) {
-  using L = tiles::TileSmem<kDims>;
+  using L = tiles::TileSmem<OperandOf<T>, kDims, false>;
   const Views v = views_of(c, plan, workspace);
   char* ws = static_cast<char*>(workspace);
   cudaError_t err = cudaMemsetAsync(v.maxima, 0, 8, stream);
@@ -138,7 +147,8 @@ template <class T, int kDims>
 cudaError_t backward_tensor_cores(const InfoNceCall& c, const Plan& plan, const float* w, const float* lse,
                                   const float* pos, void* workspace, void* grad_z, float* grad_temperature,
                                   cudaStream_t stream) {
-  using L = tiles::TileSmem<kDims>;
+  using LSym = tiles::TileSmem<OperandOf<T>, kDims, true>;
+  using LFull = tiles::TileSmem<OperandOf<T>, kDims, false>;
   const Views v = views_of(c, plan, workspace);
   char* ws = static_cast<char*>(workspace);
   float* du = reinterpret_cast<float*>(ws + plan.du);
@@ -152,11 +162,11 @@ cudaError_t backward_tensor_cores(const InfoNceCall& c, const Plan& plan, const 
       tiles::PrepArgs{v.rows, w, v.inv, v.maxima, v.zp, plan.pitch});
   const tiles::BackwardTileArgs ba{v.tiles, lse, w, v.maxima, du, ds_part};
   if (plan.sweep.symmetric) {
-    if ((err = allow_smem(backward_tiles_kernel<T, kDims, true>, L::kBytes)) != cudaSuccess) return err;
-    backward_tiles_kernel<T, kDims, true><<<plan.sweep.blocks(), kThreadsPerBlock, L::kBytes, stream>>>(ba);
+    if ((err = allow_smem(backward_tiles_kernel<T, kDims, true>, LSym::kBytes)) != cudaSuccess) return err;
+    backward_tiles_kernel<T, kDims, true><<<plan.sweep.blocks(), kThreadsPerBlock, LSym::kBytes, stream>>>(ba);
   } else {
-    if ((err = allow_smem(backward_tiles_kernel<T, kDims, false>, L::kBytes)) != cudaSuccess) return err;
-    backward_tiles_kernel<T, kDims, false><<<plan.sweep.blocks(), kThreadsPerBlock, L::kBytes, stream>>>(ba);
+    if ((err = allow_smem(backward_tiles_kernel<T, kDims, false>, LFull::kBytes)) != cudaSuccess) return err;
+    backward_tiles_kernel<T, kDims, false><<<plan.sweep.blocks(), kThreadsPerBlock, LFull::kBytes, stream>>>(ba);
   }
   backward_rows_kernel<T><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(tiles::BackwardRowArgs{
       v.rows, w, pos, v.maxima, du, plan.du_parts(), plan.dims, plan.rows(), dscale_rows, grad_z});
@@ -166,14 +176,24 @@ cudaError_t backward_tensor_cores(const InfoNceCall& c, const Plan& plan, const 
 }
 
 // Calls F<T, dims>::run(args...) for the call's element type and the plan's padded width.
+template <template <class, int> class F, class T, class... Args>
+cudaError_t dispatch_dims(const InfoNceCall& c, const Plan& plan, Args... args) {
+  switch (plan.dims) {
+    case 32: return F<T, 32>::run(c, plan, args...);
+    case 64: return F<T, 64>::run(c, plan, args...);
+    case 128: return F<T, 128>::run(c, plan, args...);
+    case 256:
+      if constexpr (tiles::max_dims<OperandOf<T>>() >= 256) return F<T, 256>::run(c, plan, args...);
+      return cudaErrorInvalidValue;
+    default: return cudaErrorInvalidValue;
+  }
+}
 template <template <class, int> class F, class... Args>
 cudaError_t dispatch(const InfoNceCall& c, const Plan& plan, Args... args) {
-  const bool bf16 = c.dtype == InfoNceDtype::kBFloat16;
-  switch (plan.dims) {
-    case 32: return bf16 ? F<__nv_bfloat16, 32>::run(c, plan, args...) : F<__half, 32>::run(c, plan, args...);
-    case 64: return bf16 ? F<__nv_bfloat16, 64>::run(c, plan, args...) : F<__half, 64>::run(c, plan, args...);
-    case 128: return bf16 ? F<__nv_bfloat16, 128>::run(c, plan, args...) : F<__half, 128>::run(c, plan, args...);
-    case 256: return bf16 ? F<__nv_bfloat16, 256>::run(c, plan, args...) : F<__half, 256>::run(c, plan, args...);
+  switch (c.dtype) {
+    case InfoNceDtype::kBFloat16: return dispatch_dims<F, __nv_bfloat16>(c, plan, args...);
+    case InfoNceDtype::kFloat16: return dispatch_dims<F, __half>(c, plan, args...);
+    case InfoNceDtype::kFloat32: return dispatch_dims<F, float>(c, plan, args...);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -196,9 +216,9 @@ size_t exact_workspace(const InfoNceCall& c, bool backward) {
 
 }  // namespace
 
-bool info_nce_on_tensor_cores(InfoNceDtype dtype, int64_t D) {
-  return (dtype == InfoNceDtype::kBFloat16 || dtype == InfoNceDtype::kFloat16) &&
-         tiles::padded_dims((D + 7) / 8 * 8) != 0;
+bool info_nce_on_tensor_cores(InfoNceDtype dtype, int64_t D, bool tf32) {
+  if (dtype == InfoNceDtype::kFloat32) return tf32 && tiles::tile_dims<Tf32>(D) != 0;
+  return (dtype == InfoNceDtype::kBFloat16 || dtype == InfoNceDtype::kFloat16) && tiles::tile_dims<Bf16>(D) != 0;
 }
 
 size_t info_nce_workspace_bytes(const InfoNceCall& c, bool backward) {

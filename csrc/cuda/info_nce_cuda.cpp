@@ -1,7 +1,10 @@
 // CUDA registrations of simvae_fast::info_nce_forward / info_nce_backward (schemas in csrc/info_nce_cpu.cpp):
 // check the tensors, allocate outputs and one workspace (O(N D + N^2 / 64) bytes, info_nce_plan.h), and call the
 // torch-free launchers of info_nce.cu on the current stream. The temperature stays on the device (no host sync).
-// torch.use_deterministic_algorithms(True) selects the backward without atomics (the op schema is unchanged).
+// torch.use_deterministic_algorithms(True) selects the backward without atomics, and torch's TF32 switch for
+// float32 matrix products (torch.backends.cuda.matmul.allow_tf32, or get_float32_matmul_precision() != "highest":
+// at::globalContext().allowTF32CuBLAS()) lets float32 rows of up to 128 dims run on the TF32 tensor cores;
+// otherwise float32 runs the exact FFMA kernels. Both are read per call; the op schema is unchanged.
 // Half-precision rows wider than the tensor-core kernels take (D > 256) run the exact float32 kernels on an
 // upcast copy (O(N D), next to O(N^2 D) work); dz comes back in z's dtype.
 // Empty inputs launch nothing: G = 0 gives empty results; D = 0 (every logit 0) gives lse = log(N - 1),
@@ -58,14 +61,16 @@ at::Tensor acc_contiguous(const at::Tensor& t, const at::Tensor& z) {
 
 InfoNceCall make_call(const at::Tensor& zr, int64_t J, const at::Tensor& temperature, bool normalize,
                       bool positives_logsumexp) {
-  return {dtype_of(zr), zr.data_ptr(), zr.size(0) * zr.size(1), zr.size(2), J, temperature.data_ptr(), normalize,
-          positives_logsumexp, at::globalContext().deterministicAlgorithms()};
+  const at::Context& context = at::globalContext();
+  return {dtype_of(zr),       zr.data_ptr(),          zr.size(0) * zr.size(1),           zr.size(2),
+          J,                  temperature.data_ptr(), normalize,                         positives_logsumexp,
+          context.deterministicAlgorithms(),          context.allowTF32CuBLAS()};
 }
 
 // z as the kernels read it: contiguous, and float32 where a 16-bit z has no tensor-core path.
 at::Tensor kernel_input(const at::Tensor& z) {
-  const bool upcast = !simvae_fast::info_nce_on_tensor_cores(dtype_of(z), z.size(2)) &&
-                      (z.scalar_type() == at::kHalf || z.scalar_type() == at::kBFloat16);
+  const bool upcast = (z.scalar_type() == at::kHalf || z.scalar_type() == at::kBFloat16) &&
+                      !simvae_fast::info_nce_on_tensor_cores(dtype_of(z), z.size(2), false);
   return upcast ? z.to(at::kFloat).contiguous() : z.contiguous();
 }
 

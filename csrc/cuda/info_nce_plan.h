@@ -20,8 +20,16 @@ namespace simvae_fast {
 namespace tiles {
 
 constexpr int kBlockRows = 64;  // rows of a row block: the tiles are 64 x 64
-constexpr int kMaxDims = 256;   // the widest padded row the tile kernels hold (shared memory, registers)
 constexpr double kNormEps = 1e-12;
+
+// The widest padded row the tile kernels of format E hold: 256 16-bit elements, 128 tf32 ones. A 256-wide fp32
+// row block is 65 KB, so Z_I and one Z_K tile alone would be over the 113 KB a block may take when two share an
+// SM, and the backward's dU_I accumulators (128 fp32 per thread at 256 dims, next to its 32 tf32 A operands)
+// would not fit in 255 registers: wider fp32 rows take the exact kernels.
+template <class E>
+constexpr int max_dims() {
+  return E::kTf32 ? 128 : 256;
+}
 
 SIMVAE_HD int tiles_in_row(int I, int nb) { return 1 + (nb - 1) / 2 + ((nb % 2 == 0 && I < nb / 2) ? 1 : 0); }
 
@@ -54,17 +62,28 @@ inline Sweep make_sweep(int nb, bool symmetric, int target_blocks) {
   return s;
 }
 
-// Padded row width the tile kernels are compiled for: 32, 64, 128 or 256 (0: too wide for them).
-inline int padded_dims(int64_t pitch) {
-  for (int d = 32; d <= kMaxDims; d *= 2)
+// The row stride of the tile kernels' z: D rounded up to 16 bytes (8 16-bit or 4 fp32 elements).
+template <class E>
+int64_t tile_pitch(int64_t D) {
+  constexpr int64_t per16 = 16 / E::kBytes;
+  return (D + per16 - 1) / per16 * per16;
+}
+
+// Padded row width the tile kernels of format E are compiled for: 32, 64, 128 (or 256 for 16-bit E) for rows
+// of D elements; 0: too wide for them.
+template <class E>
+int tile_dims(int64_t D) {
+  const int64_t pitch = tile_pitch<E>(D);
+  for (int d = 32; d <= max_dims<E>(); d *= 2)
     if (pitch <= d) return d;
   return 0;
 }
 
-// One call's plan. pitch: the row stride the tile kernels read, a multiple of 8 elements (16 bytes); when z's
-// own rows are not (D % 8 != 0, or a misaligned base), the row kernel first copies z into a zero-padded
-// workspace of that pitch. Workspace (fp32 unless said): inv_norm [N], maxima [2] (max c_i, max |w_i|),
-// padded z [N, pitch] (16-bit, when copied), and
+// One call's plan. pitch: the row stride the tile kernels read, a multiple of 16 bytes; when z's own rows are
+// not (D % 8 != 0 for 16-bit z, or a misaligned base), or z is float32 (its tf32 operands must be rounded,
+// tile_types.h), the row kernel first copies z into a zero-padded workspace of that pitch (E::stage of each
+// element). Workspace (fp32 unless said): inv_norm [N], maxima [2] (max c_i, max |w_i|), padded z [N, pitch]
+// (E's storage, when copied), and
 //   forward:  row_part [chunks][rows] and col_part [max_row_tiles][rows] MaxSum (rows = nb * 64);
 //   backward: du [parts][rows][dims] (parts = 1 summed by atomics, or one per chunk when deterministic),
 //             ds_part [blocks], dscale_rows [N].
@@ -78,14 +97,15 @@ struct Plan {
   int du_parts() const { return sweep.symmetric ? 1 : sweep.chunks; }
 };
 
-inline Plan make_plan(int64_t N, int64_t D, bool aligned, bool backward, bool deterministic, int target_blocks) {
+template <class E>
+Plan make_plan(int64_t N, int64_t D, bool aligned, bool backward, bool deterministic, int target_blocks) {
   Plan p{};
   p.N = N;
   p.D = D;
-  p.copy = !aligned || D % 8 != 0;
-  p.pitch = (D + 7) / 8 * 8;
+  p.pitch = tile_pitch<E>(D);
+  p.copy = !aligned || p.pitch != D || E::kTf32;
   p.nb = int((N + kBlockRows - 1) / kBlockRows);
-  p.dims = padded_dims(p.pitch);
+  p.dims = tile_dims<E>(D);
   p.backward = backward;
   p.sweep = make_sweep(p.nb, !(backward && deterministic), target_blocks);
   size_t at = 0;
@@ -96,7 +116,7 @@ inline Plan make_plan(int64_t N, int64_t D, bool aligned, bool backward, bool de
   };
   p.inv = take(4 * N);
   p.maxima = take(8);
-  p.zp = take(p.copy ? 2 * N * p.pitch : 0);
+  p.zp = take(p.copy ? size_t(E::kBytes) * N * p.pitch : 0);
   if (backward) {
     p.du = take(size_t(4) * p.du_parts() * p.rows() * p.dims);
     p.ds_part = take(4 * size_t(p.sweep.blocks()));

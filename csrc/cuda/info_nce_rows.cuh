@@ -1,7 +1,10 @@
 // The O(N D) and O(N J D) parts of the tensor-core InfoNCE (math doc §4), one warp per row, four rows per block,
 // written over the same execution policies as the tiles (info_nce_tiles.cuh) so that the host tests run them.
 //   prep_rows:     c_i = 1/max(||z_i||, 1e-12) (normalize) or 1; max_i c_i and max_i |w_i| for operand_scale;
-//                  the zero-padded copy of z when its rows are not 16-byte multiples (info_nce_plan.h).
+//                  the zero-padded copy of z when its rows are not 16-byte multiples or z is float32, each
+//                  element staged (E::stage: rounded to tf32 for the tensor cores) (info_nce_plan.h).
+// Everything here reads the caller's z itself in fp32 (norms, positives, the Jacobian): with Tf32 only the
+// tiles' products see rounded operands.
 //   forward_rows:  lse_i = merge of the row's partials (row_part of each chunk, col_part of each used slot,
 //                  in that fixed order); the positives p of i (same group, p != i): pos_i = mean_p s_ip or
 //                  LSE_p s_ip; loss_i = lse_i - pos_i.
@@ -33,7 +36,7 @@ struct PrepArgs {
   const float* w;  // nullptr in the forward
   float* inv_norm;
   float* maxima;   // zeroed by the caller
-  void* zp;        // nullptr, or [N, pitch] 16-bit
+  void* zp;        // nullptr, or [N, pitch] of E::Bits
   int64_t pitch;
 };
 
@@ -54,7 +57,7 @@ struct BackwardRowArgs {
   int parts, dims;
   int64_t rows;
   float* dscale_rows;
-  void* dz;  // [N, D] 16-bit
+  void* dz;  // [N, D] of E::Bits
 };
 
 template <class P, class V>
@@ -84,9 +87,12 @@ SIMVAE_TILE void prep_rows(const PrepArgs& a, int block) {
     if (i >= a.p.N) return;
     const RowProblem& p = a.p;
     P::each_lane(w, [&](Thread t) {
+      using Bits = typename E::Bits;
       if (a.zp != nullptr)
-        for (int64_t d = t.lane; d < a.pitch; d += 32)
-          static_cast<uint16_t*>(a.zp)[i * a.pitch + d] = d < p.D ? static_cast<const uint16_t*>(p.z)[i * p.D + d] : 0;
+        for (int64_t d = t.lane; d < a.pitch; d += 32) {
+          const Bits v = d < p.D ? E::stage(static_cast<const Bits*>(p.z)[i * p.D + d]) : Bits(0);
+          static_cast<Bits*>(a.zp)[i * a.pitch + d] = v;
+        }
     });
     warp_dot<P, E>(w, p, i, i, sq, other);
     P::each_lane(w, [&](Thread t) {

@@ -76,35 +76,49 @@ SIMVAE_HD MaxSum merge_parts(MaxSum a, MaxSum b) {
   return {m, a.l * exp2f(a.m - mu) + b.l * exp2f(b.m - mu)};
 }
 
-// Shared memory of a block, byte offsets.
-template <int kDims>
+// sm_90 shared memory: 228 KB per SM, of which 1 KB per resident block is the system's.
+constexpr uint32_t kSmemPerSm = 233472, kSmemReservedPerBlock = 1024;
+
+// Shared memory of a block, byte offsets, for operand format E, kDims padded dims, and kQExchange: whether the
+// exchange buffer holds the symmetric backward's Q c_I (else the forward's column partials). Rows of z are
+// E's elements padded by 16 bytes. Z_K is double-buffered when two blocks still fit on an SM with two buffers;
+// otherwise (tf32 at 128 dims in the symmetric backward: 118 KB with two) it has one buffer, 85 KB (see
+// backward_block). Bank conflicts: module header.
+template <class E, int kDims, bool kQExchange>
 struct TileSmem {
-  static constexpr uint32_t kRowBytes = kDims * 2 + 16;
+  using Format = E;
+  static constexpr int kPaddedDims = kDims;
+  static constexpr uint32_t kRowBytes = kDims * E::kBytes + 16;
   static constexpr uint32_t kTileBytes = kBlockRows * kRowBytes;
+  static constexpr uint32_t kStatBytes = 3 * kBlockRows * 4;  // per Z_K buffer: [3: c_k, lse_k (base 2), w_k][64]
+  // forward: [2 buffers][4 warps][64 columns] MaxSum; symmetric backward: Q c_I as [64 rows of I][64 + pad] of E.
+  static constexpr uint32_t kQRowBytes = kBlockRows * E::kBytes + 16;
+  static constexpr uint32_t kExchangeBytes = kQExchange ? kBlockRows * kQRowBytes : 2 * kWarpsPerBlock * kBlockRows * 8;
+  static constexpr uint32_t kFixedBytes = kTileBytes + kExchangeBytes + 16 + 3 * kBlockRows * 4;
+  static constexpr int kZkBuffers =
+      2 * (kFixedBytes + 2 * (kTileBytes + kStatBytes) + kSmemReservedPerBlock) <= kSmemPerSm ? 2 : 1;
   static constexpr uint32_t kZi = 0;
   SIMVAE_HD static constexpr uint32_t zk(int buf) { return kTileBytes * (1 + buf); }
-  static constexpr uint32_t kStats = 3 * kTileBytes;  // [2 buffers][3: c_k, lse_k (base 2), w_k][64] floats
+  static constexpr uint32_t kStats = kTileBytes * (1 + kZkBuffers);
   SIMVAE_HD static constexpr uint32_t stat(int buf, int q, int col) {
     return kStats + ((buf * 3 + q) * kBlockRows + col) * 4;
   }
-  static constexpr uint32_t kExchange = kStats + 2 * 3 * kBlockRows * 4;
-  // forward: [2 buffers][4 warps][64 columns] MaxSum; backward: Q c_I as [64 rows of I][64 + 8] 16-bit.
+  static constexpr uint32_t kExchange = kStats + kZkBuffers * kStatBytes;
   SIMVAE_HD static constexpr uint32_t colpart(int buf, int warp, int col) {
     return kExchange + ((buf * kWarpsPerBlock + warp) * kBlockRows + col) * 8;
   }
-  static constexpr uint32_t kQRowBytes = (kBlockRows + 8) * 2;
-  SIMVAE_HD static constexpr uint32_t q_elem(int row, int col) { return kExchange + row * kQRowBytes + col * 2; }
-  static constexpr uint32_t kExchangeBytes = 2 * kWarpsPerBlock * kBlockRows * 8 > kBlockRows * kQRowBytes
-                                                 ? 2 * kWarpsPerBlock * kBlockRows * 8
-                                                 : kBlockRows * kQRowBytes;
+  SIMVAE_HD static constexpr uint32_t q_elem(int row, int col) {
+    return kExchange + row * kQRowBytes + col * E::kBytes;
+  }
   static constexpr uint32_t kReduce = kExchange + kExchangeBytes;  // [4 warps] floats
   static constexpr uint32_t kRowStats = kReduce + 16;             // backward: [3: c_i, lse_i, w_i][64] floats
   SIMVAE_HD static constexpr uint32_t row_stat(int q, int row) { return kRowStats + (q * kBlockRows + row) * 4; }
   static constexpr uint32_t kBytes = kRowStats + 3 * kBlockRows * 4;
+  static_assert(kBytes == kFixedBytes + kZkBuffers * (kTileBytes + kStatBytes), "layout");
 };
 
 struct TileProblem {
-  const void* z;  // [N, pitch] 16-bit, rows 16-byte aligned, zero beyond D
+  const void* z;  // [N, pitch] of E::Bits, rows 16-byte aligned, zero beyond D (tf32: rounded, info_nce_rows.cuh)
   int64_t pitch;
   int N;
   Sweep sweep;
@@ -128,22 +142,26 @@ struct BackwardTileArgs {
 };
 
 // Copies rows [row0, row0 + 64) of z into the tile at `dst` (rows beyond N and chunks beyond pitch: zeros).
-template <class P, int kDims>
+template <class P, class L>
 SIMVAE_TILE void issue_rows(const TileProblem& p, Thread t, uint32_t dst, int row0) {
-  constexpr int kChunks = kDims / 8;  // 16-byte chunks per row
+  constexpr int kPer = 16 / L::Format::kBytes;       // elements per 16-byte chunk
+  constexpr int kChunks = L::kPaddedDims / kPer;     // chunks per row
   const char* z = static_cast<const char*>(p.z);
   for (int c = 32 * t.warp + t.lane; c < kBlockRows * kChunks; c += kThreadsPerBlock) {
     const int row = c / kChunks, chunk = c % kChunks;
-    const bool valid = row0 + row < p.N && chunk * 8 < p.pitch;
-    const char* src = valid ? z + ((int64_t(row0) + row) * p.pitch + chunk * 8) * 2 : z;
-    P::cp_async16(t, dst + row * TileSmem<kDims>::kRowBytes + chunk * 16, src, valid);
+    const bool valid = row0 + row < p.N && chunk * kPer < p.pitch;
+    const char* src = valid ? z + ((int64_t(row0) + row) * p.pitch + chunk * kPer) * L::Format::kBytes : z;
+    P::cp_async16(t, dst + row * L::kRowBytes + chunk * 16, src, valid);
   }
 }
 
-// acc = Z_I[16 w .., :] Z_K^T for warp w: 16 x 64 in 8 m16n8 accumulator fragments.
-template <class P, class E, int kDims, class Acc, class Frag>
+// acc = Z_I[16 w .., :] Z_K^T for warp w: 16 x 64 in 8 m16n8 accumulator fragments. A k-step is 32 bytes of a
+// row (16 16-bit elements: one m16n8k16; 8 tf32 ones: one m16n8k8), so the ldmatrix addresses are the same
+// bytes for both: on 32-bit data, register j of lane (g, q) is element q of row g of matrix j, which is the
+// tf32 A layout ((g, q), (g+8, q), (g, q+4), (g+8, q+4)) and B layout ((k q, n g), (k q+4, n g)).
+template <class P, class L, class Acc, class Frag>
 SIMVAE_TILE void logit_tile(int w, uint32_t zk, Acc& acc, Frag& a, Frag& b) {
-  using L = TileSmem<kDims>;
+  using E = typename L::Format;
   P::each_lane(w, [&](Thread t) {
     SIMVAE_UNROLL
     for (int j = 0; j < 8; ++j)
@@ -151,21 +169,21 @@ SIMVAE_TILE void logit_tile(int w, uint32_t zk, Acc& acc, Frag& a, Frag& b) {
       for (int e = 0; e < 4; ++e) acc[t][j][e] = 0.0f;
   });
 SIMVAE_UNROLL
-  for (int ks = 0; ks < kDims / 16; ++ks) {
+  for (int ks = 0; ks < L::kPaddedDims * E::kBytes / 32; ++ks) {
     P::ldmatrix_x4(w, false, [&](Thread t) { return a[t]; }, [&](Thread t) {
-      return L::kZi + (16 * w + (t.lane & 7) + ((t.lane >> 3) & 1) * 8) * L::kRowBytes +
-             (16 * ks + (t.lane >> 4) * 8) * 2;
+      return L::kZi + (16 * w + (t.lane & 7) + ((t.lane >> 3) & 1) * 8) * L::kRowBytes + 32 * ks +
+             (t.lane >> 4) * 16;
     });
 SIMVAE_UNROLL
     for (int jj = 0; jj < 4; ++jj) {  // n8 fragments 2 jj, 2 jj + 1: columns 16 jj .. 16 jj + 15
       P::ldmatrix_x4(w, false, [&](Thread t) { return b[t]; }, [&](Thread t) {
         const int q = t.lane >> 3;
-        return zk + (16 * jj + (q >> 1) * 8 + (t.lane & 7)) * L::kRowBytes + (16 * ks + (q & 1) * 8) * 2;
+        return zk + (16 * jj + (q >> 1) * 8 + (t.lane & 7)) * L::kRowBytes + 32 * ks + (q & 1) * 16;
       });
-      P::template mma_m16n8k16<E>(w, [&](Thread t) { return acc[t][2 * jj]; }, [&](Thread t) { return a[t]; },
-                                  [&](Thread t) { return b[t]; });
-      P::template mma_m16n8k16<E>(w, [&](Thread t) { return acc[t][2 * jj + 1]; },
-                                  [&](Thread t) { return a[t]; }, [&](Thread t) { return b[t] + 2; });
+      P::template mma<E>(w, [&](Thread t) { return acc[t][2 * jj]; }, [&](Thread t) { return a[t]; },
+                         [&](Thread t) { return b[t]; });
+      P::template mma<E>(w, [&](Thread t) { return acc[t][2 * jj + 1]; }, [&](Thread t) { return a[t]; },
+                         [&](Thread t) { return b[t] + 2; });
     }
   }
 }
@@ -193,7 +211,8 @@ struct SumOp {
 
 template <class P, class E, int kDims>
 SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
-  using L = TileSmem<kDims>;
+  using L = TileSmem<E, kDims, false>;
+  static_assert(L::kZkBuffers == 2, "the forward double-buffers Z_K");
   const TileProblem& p = args.p;
   int I, t_begin, t_end;
   p.sweep.range(block, I, t_begin, t_end);
@@ -219,7 +238,7 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
   // Copies tile t's Z_K and c_K into buffer `buf`.
   auto issue_tile = [&](Thread t, int tile, int buf) {
     const int K = (I + tile) % nb;
-    issue_rows<P, kDims>(p, t, L::zk(buf), K * kBlockRows);
+    issue_rows<P, L>(p, t, L::zk(buf), K * kBlockRows);
     const int col = 32 * t.warp + t.lane, k = K * kBlockRows + col;
     if (col < kBlockRows) P::template sts<float>(t, L::stat(buf, 0, col), k < p.N ? p.inv_norm[k] : 0.0f);
   };
@@ -238,7 +257,7 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
   if (t_begin < t_end)
     P::each_warp([&](int w) {
       P::each_lane(w, [&](Thread t) {
-        issue_rows<P, kDims>(p, t, L::kZi, I * kBlockRows);
+        issue_rows<P, L>(p, t, L::kZi, I * kBlockRows);
         issue_tile(t, t_begin, 0);
         P::cp_async_commit(t);
       });
@@ -253,7 +272,7 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
         if (tile + 1 < t_end) issue_tile(t, tile + 1, buf ^ 1);
         P::cp_async_commit(t);
       });
-      logit_tile<P, E, kDims>(w, L::zk(buf), s, a, b);
+      logit_tile<P, L>(w, L::zk(buf), s, a, b);
       // Logits in base 2; -inf where k = i (diagonal tile), or beyond N.
       const bool edge = tile == 0 || (I + 1) * kBlockRows > p.N || (K + 1) * kBlockRows > p.N;
       P::each_lane(w, [&](Thread t) {
@@ -349,21 +368,62 @@ SIMVAE_TILE void forward_block(const ForwardTileArgs& args, int block) {
 }
 
 
-// B fragments of X^T-free products: rows 16 ks .. of the tile at `base` are k, columns 16 jd .. are n (a row-major
-// K x N operand, read transposed by ldmatrix): registers 0-1 for n8 fragment 2 jd, 2-3 for 2 jd + 1.
-template <class P, int kDims, class Frag>
+// The backward's products with k = the 64 rows of a tile, kKSteps = 64 E::kBytes / 32 k-steps (4 of 16 rows, or
+// 8 of 8 rows for tf32). tf32 reuses the S accumulators as A operands (as the 16-bit formats do) by permuting
+// k inside each 8-row step: the operands' k = q and q + 4 stand for the step's rows 2q and 2q + 1, which are the
+// two columns of S lane (g, q) holds; the B operands are read with the same permutation (a sum over k does not
+// depend on its order), by 32-bit loads (ldmatrix .trans moves 16-bit elements only).
+
+// B fragments for k-step ks, n = dims 16 jd .. 16 jd + 15 of the row-major (k x n) tile at `base` (Z_K or Z_I):
+// registers 0-1 for n8 fragment 2 jd, 2-3 for 2 jd + 1.
+template <class P, class L, class Frag>
 SIMVAE_TILE void load_b_kn(int w, uint32_t base, int ks, int jd, Frag& b) {
-  P::ldmatrix_x4(w, true, [&](Thread t) { return b[t]; }, [&](Thread t) {
-    const int q = t.lane >> 3;
-    return base + (16 * ks + (q & 1) * 8 + (t.lane & 7)) * TileSmem<kDims>::kRowBytes + (16 * jd + (q >> 1) * 8) * 2;
-  });
+  if constexpr (L::Format::kTf32) {
+    P::each_lane(w, [&](Thread t) {
+      SIMVAE_UNROLL
+      for (int i = 0; i < 4; ++i) {  // (k' = q + 4 (i % 2), n = g + 8 (i / 2)): row 8 ks + 2q + i % 2
+        const int k = 8 * ks + 2 * t.quad() + i % 2, n = 16 * jd + 8 * (i / 2) + t.group();
+        b[t][i] = P::template lds<uint32_t>(t, base + k * L::kRowBytes + n * 4);
+      }
+    });
+  } else {
+    P::ldmatrix_x4(w, true, [&](Thread t) { return b[t]; }, [&](Thread t) {
+      const int q = t.lane >> 3;
+      return base + (16 * ks + (q & 1) * 8 + (t.lane & 7)) * L::kRowBytes + (16 * jd + (q >> 1) * 8) * 2;
+    });
+  }
 }
 
+// A fragment for k-step ks of warp w's (Q c_I)^T: m = rows 16 w .. of K, k = rows of I, from the exchange.
+template <class P, class L, class Frag>
+SIMVAE_TILE void load_a_exchange(int w, int ks, Frag& a) {
+  if constexpr (L::Format::kTf32) {
+    P::each_lane(w, [&](Thread t) {
+      SIMVAE_UNROLL
+      for (int i = 0; i < 4; ++i) {  // (m = g + 8 (i % 2), k' = q + 4 (i / 2)): row 8 ks + 2q + i / 2 of I
+        const int k = 8 * ks + 2 * t.quad() + i / 2, m = 16 * w + 8 * (i % 2) + t.group();
+        a[t][i] = P::template lds<uint32_t>(t, L::q_elem(k, m));
+      }
+    });
+  } else {
+    P::ldmatrix_x4(w, true, [&](Thread t) { return a[t]; }, [&](Thread t) {
+      const int q = t.lane >> 3;
+      return L::q_elem(16 * ks + (q >> 1) * 8 + (t.lane & 7), 16 * w + (q & 1) * 8);
+    });
+  }
+}
+
+// One Z_K buffer (L::kZkBuffers == 1: tf32 at 128 dims, symmetric): the next tile's copy is issued after the
+// barrier that follows dU_I (every warp is done with Z_K then) and overlaps dU_K, which reads only Z_I and the
+// exchange; a block-uniform extra barrier on the one tile without dU_K (t = 0).
 template <class P, class E, int kDims, bool kSymmetric>
 SIMVAE_TILE void backward_block(const BackwardTileArgs& args, int block) {
-  using L = TileSmem<kDims>;
+  using L = TileSmem<E, kDims, kSymmetric>;
+  constexpr bool kDoubleBuffer = L::kZkBuffers == 2;
   constexpr int kN8 = kDims / 8;
+  constexpr int kKSteps = kBlockRows * E::kBytes / 32;
   constexpr int kSlice = kDims >= 256 ? 16 : 32;  // dims of dU_K per pass (registers next to dU_I's)
+  static_assert(kDoubleBuffer || kSymmetric, "one Z_K buffer only where dU_K hides the copy");
   const TileProblem& p = args.p;
   int I, t_begin, t_end;
   p.sweep.range(block, I, t_begin, t_end);
@@ -372,7 +432,7 @@ SIMVAE_TILE void backward_block(const BackwardTileArgs& args, int block) {
   const float kscale = kLog2e / *p.temperature, pow2 = operand_scale(args.maxima);
   typename P::template PerThread<float[kN8][4]> du;     // this warp's 16 rows of dU_I (2^e scaled)
   typename P::template PerThread<float[8][4]> s;
-  typename P::template PerThread<uint32_t[4][4]> qa;     // Q c_K 2^e as A fragments, k = 16 columns each
+  typename P::template PerThread<uint32_t[kKSteps][4]> qa;  // Q c_K 2^e as A fragments
   typename P::template PerThread<float[kSlice / 8][4]> dk;  // a 16 x kSlice slice of dU_K
   typename P::template PerThread<float> ds, other;
   typename P::template PerThread<uint32_t[4]> a, b;
@@ -397,7 +457,7 @@ SIMVAE_TILE void backward_block(const BackwardTileArgs& args, int block) {
   });
   auto issue_tile = [&](Thread t, int tile, int buf) {
     const int K = (I + tile) % nb;
-    issue_rows<P, kDims>(p, t, L::zk(buf), K * kBlockRows);
+    issue_rows<P, L>(p, t, L::zk(buf), K * kBlockRows);
     const int col = 32 * t.warp + t.lane, k = K * kBlockRows + col;
     if (col >= kBlockRows) return;
     const bool in = k < p.N;
@@ -409,22 +469,23 @@ SIMVAE_TILE void backward_block(const BackwardTileArgs& args, int block) {
   if (t_begin < t_end)
     P::each_warp([&](int w) {
       P::each_lane(w, [&](Thread t) {
-        issue_rows<P, kDims>(p, t, L::kZi, I * kBlockRows);
+        issue_rows<P, L>(p, t, L::kZi, I * kBlockRows);
         issue_tile(t, t_begin, 0);
         P::cp_async_commit(t);
       });
     });
   for (int tile = t_begin; tile < t_end; ++tile) {
-    const int buf = (tile - t_begin) & 1, K = (I + tile) % nb;
+    const int buf = kDoubleBuffer ? (tile - t_begin) & 1 : 0, K = (I + tile) % nb;
     const bool k_side = kSymmetric && tile > 0;  // block-uniform
     P::each_warp([&](int w) { P::each_lane(w, [&](Thread t) { P::cp_async_wait_all(t); }); });
     P::barrier();  // tile in buffer buf; every warp is done with buffer buf ^ 1 and with the Q exchange
     P::each_warp([&](int w) {
-      P::each_lane(w, [&](Thread t) {
-        if (tile + 1 < t_end) issue_tile(t, tile + 1, buf ^ 1);
-        P::cp_async_commit(t);
-      });
-      logit_tile<P, E, kDims>(w, L::zk(buf), s, a, b);
+      if (kDoubleBuffer)
+        P::each_lane(w, [&](Thread t) {
+          if (tile + 1 < t_end) issue_tile(t, tile + 1, buf ^ 1);
+          P::cp_async_commit(t);
+        });
+      logit_tile<P, L>(w, L::zk(buf), s, a, b);
       const bool edge = tile == 0 || (I + 1) * kBlockRows > p.N || (K + 1) * kBlockRows > p.N;
       P::each_lane(w, [&](Thread t) {
         float rc[2], rl[2], rw[2];  // c_i, lse_i (base 2), w_i of rows g, g + 8
@@ -457,63 +518,76 @@ SIMVAE_TILE void backward_block(const BackwardTileArgs& args, int block) {
               side_i[h] = q * c_k * pow2;
               side_k[h] = q * rc[r] * pow2;
             }
-            // A fragment j / 2 (columns 16 (j / 2) ..): registers (row half r, column half j % 2).
-            qa[t][j / 2][2 * (j % 2) + r] = E::pack(side_i[0], side_i[1]);
-            if (k_side) P::template sts<uint32_t>(t, L::q_elem(row, col), E::pack(side_k[0], side_k[1]));
+            if constexpr (E::kTf32) {
+              // k-step j; (row half r, k' = q): column 2q (h = 0), k' = q + 4: column 2q + 1 (h = 1).
+              qa[t][j][r] = E::operand(side_i[0]);
+              qa[t][j][2 + r] = E::operand(side_i[1]);
+              if (k_side)
+                P::template sts<Bits2>(t, L::q_elem(row, col), Bits2{E::operand(side_k[0]), E::operand(side_k[1])});
+            } else {
+              // k-step j / 2 (columns 16 (j / 2) ..): registers (row half r, column half j % 2).
+              qa[t][j / 2][2 * (j % 2) + r] = E::pack(side_i[0], side_i[1]);
+              if (k_side) P::template sts<uint32_t>(t, L::q_elem(row, col), E::pack(side_k[0], side_k[1]));
+            }
           }
         }
       });
       // dU_I += (Q c_K) Z_K: k = the 64 rows of K, n = the dims.
 SIMVAE_UNROLL
-      for (int ks = 0; ks < 4; ++ks)
+      for (int ks = 0; ks < kKSteps; ++ks)
 SIMVAE_UNROLL
         for (int jd = 0; jd < kDims / 16; ++jd) {
-          load_b_kn<P, kDims>(w, L::zk(buf), ks, jd, b);
-          P::template mma_m16n8k16<E>(w, [&](Thread t) { return du[t][2 * jd]; }, [&](Thread t) { return qa[t][ks]; },
-                                      [&](Thread t) { return b[t]; });
-          P::template mma_m16n8k16<E>(w, [&](Thread t) { return du[t][2 * jd + 1]; },
-                                      [&](Thread t) { return qa[t][ks]; }, [&](Thread t) { return b[t] + 2; });
+          load_b_kn<P, L>(w, L::zk(buf), ks, jd, b);
+          P::template mma<E>(w, [&](Thread t) { return du[t][2 * jd]; }, [&](Thread t) { return qa[t][ks]; },
+                             [&](Thread t) { return b[t]; });
+          P::template mma<E>(w, [&](Thread t) { return du[t][2 * jd + 1]; }, [&](Thread t) { return qa[t][ks]; },
+                             [&](Thread t) { return b[t] + 2; });
         }
     });
-    if (!k_side) continue;
-    P::barrier();  // every warp's Q c_I is in shared memory
-    // dU_K[16 w .., :] += (Q c_I)^T Z_I, kSlice dims at a time: k = the 64 rows of I.
-    P::each_warp([&](int w) {
+    if constexpr (kSymmetric) {  // the deterministic sweep has no dU_K
+      if (kDoubleBuffer && !k_side) continue;
+      P::barrier();  // every warp's Q c_I is in shared memory (one buffer: every warp is done with Z_K)
+      // dU_K[16 w .., :] += (Q c_I)^T Z_I, kSlice dims at a time: k = the 64 rows of I.
+      P::each_warp([&](int w) {
+        if (!kDoubleBuffer)
+          P::each_lane(w, [&](Thread t) {
+            if (tile + 1 < t_end) issue_tile(t, tile + 1, 0);
+            P::cp_async_commit(t);
+          });
+        if (!k_side) return;
 SIMVAE_UNROLL
-      for (int dc = 0; dc < kDims / kSlice; ++dc) {
-        P::each_lane(w, [&](Thread t) {
-          SIMVAE_UNROLL
-          for (int j = 0; j < kSlice / 8; ++j)
+        for (int dc = 0; dc < kDims / kSlice; ++dc) {
+          P::each_lane(w, [&](Thread t) {
             SIMVAE_UNROLL
-            for (int e = 0; e < 4; ++e) dk[t][j][e] = 0.0f;
-        });
-SIMVAE_UNROLL
-        for (int ks = 0; ks < 4; ++ks) {
-          P::ldmatrix_x4(w, true, [&](Thread t) { return a[t]; }, [&](Thread t) {
-            const int q = t.lane >> 3;
-            return L::q_elem(16 * ks + (q >> 1) * 8 + (t.lane & 7), 16 * w + (q & 1) * 8);
+            for (int j = 0; j < kSlice / 8; ++j)
+              SIMVAE_UNROLL
+              for (int e = 0; e < 4; ++e) dk[t][j][e] = 0.0f;
           });
 SIMVAE_UNROLL
-          for (int jp = 0; jp < kSlice / 16; ++jp) {
-            load_b_kn<P, kDims>(w, L::kZi, ks, dc * kSlice / 16 + jp, b);
-            P::template mma_m16n8k16<E>(w, [&](Thread t) { return dk[t][2 * jp]; }, [&](Thread t) { return a[t]; },
-                                        [&](Thread t) { return b[t]; });
-            P::template mma_m16n8k16<E>(w, [&](Thread t) { return dk[t][2 * jp + 1]; },
-                                        [&](Thread t) { return a[t]; }, [&](Thread t) { return b[t] + 2; });
-          }
-        }
-        P::each_lane(w, [&](Thread t) {
-          SIMVAE_UNROLL
-          for (int j = 0; j < kSlice / 8; ++j)
-            SIMVAE_UNROLL
-            for (int r = 0; r < 2; ++r) {
-              const int64_t k = int64_t(K) * kBlockRows + 16 * w + t.group() + 8 * r;
-              float* dst = args.du + k * kDims + kSlice * dc + 8 * j + 2 * t.quad();
-              P::red_add2(dst, dk[t][j][2 * r], dk[t][j][2 * r + 1]);
+          for (int ks = 0; ks < kKSteps; ++ks) {
+            load_a_exchange<P, L>(w, ks, a);
+SIMVAE_UNROLL
+            for (int jp = 0; jp < kSlice / 16; ++jp) {
+              load_b_kn<P, L>(w, L::kZi, ks, dc * kSlice / 16 + jp, b);
+              P::template mma<E>(w, [&](Thread t) { return dk[t][2 * jp]; }, [&](Thread t) { return a[t]; },
+                                 [&](Thread t) { return b[t]; });
+              P::template mma<E>(w, [&](Thread t) { return dk[t][2 * jp + 1]; }, [&](Thread t) { return a[t]; },
+                                 [&](Thread t) { return b[t] + 2; });
             }
-        });
-      }
-    });
+          }
+          P::each_lane(w, [&](Thread t) {
+            SIMVAE_UNROLL
+            for (int j = 0; j < kSlice / 8; ++j)
+              SIMVAE_UNROLL
+              for (int r = 0; r < 2; ++r) {
+                const int64_t k = int64_t(K) * kBlockRows + 16 * w + t.group() + 8 * r;
+                float* dst = args.du + k * kDims + kSlice * dc + 8 * j + 2 * t.quad();
+                P::red_add2(dst, dk[t][j][2 * r], dk[t][j][2 * r + 1]);
+              }
+          });
+        }
+      });
+    }
   }
   // dU_I: summed into du (symmetric sweep) or stored into this chunk's part; dscale: one value per block.
   P::each_warp([&](int w) {

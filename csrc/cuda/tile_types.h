@@ -1,6 +1,7 @@
 // Types shared by the two execution policies (exec_policy_device.cuh, exec_policy_host.h) and the tile code
-// written over them (info_nce_tiles.cuh): a thread's (warp, lane) coordinates, the 16-bit element formats the
-// tensor cores read, and the qualifiers that make one source compile for nvcc's device pass and for g++.
+// written over them (info_nce_tiles.cuh): a thread's (warp, lane) coordinates, the element formats the tensor
+// cores read (bfloat16, float16; float32 as tf32), and the qualifiers that make one source compile for nvcc's
+// device pass and for g++.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -40,10 +41,17 @@ SIMVAE_HD uint32_t float_to_bits(float f) {
   return u;
 }
 
-// bfloat16 and float16 as the mma.sync operand formats: the low half of a packed 32-bit register holds the
-// element with the smaller column (PTX ISA, "Matrix fragments for mma.m16n8k16").
+// The operand formats. Each has: Bits, the storage of one element of z and dz in global memory; kBytes, its
+// size (also its size in shared memory, where z is staged untouched); kF16 / kTf32, which mma the policy issues;
+// to_float / store_bits, storage <-> fp32; stage(bits), the element as the tile kernels' copy of z holds it.
+// bfloat16 and float16 (mma.m16n8k16): two elements per 32-bit operand register, the low half holding the one
+// with the smaller column (PTX ISA, "Matrix fragments for mma.m16n8k16"); pack(lo, hi) rounds two floats.
 struct Bf16 {
-  static constexpr bool kF16 = false;
+  using Bits = uint16_t;
+  static constexpr int kBytes = 2;
+  static constexpr bool kF16 = false, kTf32 = false;
+  SIMVAE_HD static uint16_t stage(uint16_t h) { return h; }
+  SIMVAE_HD static uint16_t store_bits(float f) { return uint16_t(pack(f, 0.0f) & 0xffffu); }
   SIMVAE_HD static float to_float(uint16_t h) { return bits_to_float(uint32_t(h) << 16); }
   SIMVAE_HD static uint32_t pack(float lo, float hi) {
 #ifdef __CUDACC__
@@ -66,7 +74,11 @@ struct Bf16 {
 };
 
 struct F16 {
-  static constexpr bool kF16 = true;
+  using Bits = uint16_t;
+  static constexpr int kBytes = 2;
+  static constexpr bool kF16 = true, kTf32 = false;
+  SIMVAE_HD static uint16_t stage(uint16_t h) { return h; }
+  SIMVAE_HD static uint16_t store_bits(float f) { return uint16_t(pack(f, 0.0f) & 0xffffu); }
   SIMVAE_HD static float to_float(uint16_t h) {
 #ifdef __CUDACC__
     return __half2float(__ushort_as_half(h));
@@ -96,14 +108,43 @@ struct F16 {
 #endif
 };
 
-// Element access for the row kernels: 16-bit storage, fp32 arithmetic.
+// float32 through the tensor cores (mma.m16n8k8 .tf32, fp32 accumulation): one element per 32-bit register,
+// rounded to tf32 (8-bit exponent, 10-bit mantissa: relative error <= 2^-11) as cvt.rna.tf32.f32 does: to
+// nearest, ties away from zero, the low 13 bits 0. The CUDA guide leaves mma on unrounded tf32 operands
+// undefined, so every operand is rounded: z once, in the tile kernels' copy of it (stage), and the backward's
+// Q c operands as they are formed (operand). Storage (z, dz) stays plain float32.
+struct Tf32 {
+  using Bits = uint32_t;
+  static constexpr int kBytes = 4;
+  static constexpr bool kF16 = false, kTf32 = true;
+  static constexpr uint32_t kDropped = 0x1fffu;  // the mantissa bits tf32 does not have
+  SIMVAE_HD static float to_float(uint32_t u) { return bits_to_float(u); }
+  SIMVAE_HD static uint32_t store_bits(float f) { return float_to_bits(f); }
+  SIMVAE_HD static uint32_t stage(uint32_t u) { return operand(bits_to_float(u)); }
+  SIMVAE_HD static uint32_t operand(float f) {
+#ifdef __CUDA_ARCH__
+    uint32_t u;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(u) : "f"(f));
+    return u;
+#else
+    // Host: add half of the dropped part to the magnitude and truncate (a carry into the exponent is the
+    // correct rounding, up to inf); inf stays inf, NaN becomes the canonical NaN.
+    const uint32_t u = float_to_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fffffffu;
+    if ((u & 0x7fffffffu) == 0x7f800000u) return u;
+    return (u + 0x1000u) & ~kDropped;
+#endif
+  }
+};
+
+// Element access for the row kernels: E's storage, fp32 arithmetic.
 template <class E>
 SIMVAE_HD float load_elem(const void* p, int64_t i) {
-  return E::to_float(static_cast<const uint16_t*>(p)[i]);
+  return E::to_float(static_cast<const typename E::Bits*>(p)[i]);
 }
 template <class E>
 SIMVAE_HD void store_elem(void* p, int64_t i, float v) {
-  static_cast<uint16_t*>(p)[i] = uint16_t(E::pack(v, 0.0f) & 0xffffu);
+  static_cast<typename E::Bits*>(p)[i] = E::store_bits(v);
 }
 
 // A partial log-sum-exp in base 2: the sum l of 2^(x - m) over some x, with m their maximum (-inf: empty).
@@ -113,6 +154,10 @@ struct alignas(8) MaxSum {
 
 struct alignas(8) Float2 {
   float x, y;
+};
+
+struct alignas(8) Bits2 {
+  uint32_t x, y;
 };
 
 }  // namespace tiles
