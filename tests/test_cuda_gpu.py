@@ -1,7 +1,8 @@
 """The CUDA backend's behaviour that only a GPU shows (every test here is @pytest.mark.gpu and skipped without
 one): the tensor-core InfoNCE against float64 at the sizes that matter, its two backward sweeps (atomic and
 deterministic), the paths around it (padded copy for D % 8 != 0, a misaligned z, the float32 upcast for
-D > 256), empty inputs of both ops, and the latent backward from regenerated noise.
+D > 256), float32 on either side of torch's TF32 switch, empty inputs of both ops, and the latent backward from
+regenerated noise.
 The tile code itself is checked on the CPU by tests/test_cuda_host.py.
 """
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 import simvae_fast
 from simvae_fast import reference
-from tolerances import assert_relative
+from tolerances import assert_relative, normwise_error
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("poison_empty_tensors")]
 DZ_TOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3}
@@ -43,6 +44,46 @@ def test_tensor_cores_match_reference(dtype, shape, tau):
     against_reference(z, tau)  # poison_empty_tensors turns deterministic mode on: the full sweep
     torch.use_deterministic_algorithms(False)
     against_reference(z, tau, positives="logsumexp")  # the symmetric sweep with atomics
+
+
+@pytest.fixture
+def tf32_switch():
+    """Sets torch's TF32 switch for float32 matrix products (what at::globalContext().allowTF32CuBLAS() reads);
+    restores it after the test."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    yield lambda on: setattr(torch.backends.cuda.matmul, "allow_tf32", on)
+    torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+@pytest.mark.parametrize("shape,tau", [((4096, 2, 128), 0.1), ((300, 3, 33), 0.2)])
+def test_float32_follows_the_tf32_switch(tf32_switch, shape, tau):
+    """float32 with the TF32 switch off runs the exact FFMA kernels, with it on (D <= 128) the TF32 tensor cores:
+    both match float64 (tf32 tolerances from its 10-bit mantissa: tests/test_cuda_host.py's tf32_bounds gives
+    ~1e-3 for dz), and the switch is what decides: with it on, dz carries tf32's rounding, many times the exact
+    kernels' error. Both backward sweeps."""
+    z = torch.randn(*shape, device="cuda")
+    want = info_nce_and_grads(z.double(), tau, backend="reference")
+    for deterministic in (True, False):
+        torch.use_deterministic_algorithms(deterministic)
+        results = {}
+        for on, tols in ((False, (1e-4, 2e-4, 1e-3)), (True, (1e-4, 2e-3, 2e-3))):
+            tf32_switch(on)
+            results[on] = info_nce_and_grads(z, tau)
+            for a, e, what, tol in zip(results[on], want, ("loss", "dz", "dtau"), tols):
+                assert_relative(a, e, tol, f"{shape} tf32={on} deterministic={deterministic} {what}")
+        exact, tf32 = (normwise_error(results[on][1], want[1]) for on in (False, True))
+        assert tf32 > 5 * exact, f"TF32 on: dz error {tf32:.3g}, off: {exact:.3g} (did the switch pick the path?)"
+
+
+def test_float32_wider_than_128_stays_exact_with_tf32_on(tf32_switch):
+    """fp32 rows wider than the TF32 tile kernels take (D = 200) run the exact kernels either way: bitwise the
+    same results with the switch on and off."""
+    z = torch.randn(100, 2, 200, device="cuda")
+    tf32_switch(False)
+    off = info_nce_and_grads(z, 0.2)
+    tf32_switch(True)
+    on = info_nce_and_grads(z, 0.2)
+    assert all(torch.equal(a, b) for a, b in zip(on, off))
 
 
 def test_deterministic_backward_is_bitwise_repeatable():

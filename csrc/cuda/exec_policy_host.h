@@ -16,8 +16,8 @@
 // What this emulation cannot see, kept small on purpose:
 //  - the tensor core's own arithmetic: mma here multiplies exactly (bf16/fp16/tf32 products are exact in fp32)
 //    and adds in fp32 in k order; the hardware's internal order and rounding (it may truncate) differ at the
-//    level of fp32 rounding (~1e-7 relative per addition); cvt.rna.tf32.f32 of a NaN is taken to be the
-//    canonical NaN (the PTX ISA does not say which NaN);
+//    level of fp32 rounding (~1e-7 relative per addition); cvt.rna.tf32.f32 is emulated as ptxas 13.0 lowers
+//    it for sm_90 (tile_types.h), which another toolchain or GPU may not (for NaN, the PTX ISA does not say);
 //  - ex2.approx (2 ulp on the device) is std::exp2 here;
 //  - warp-synchronous assumptions: a warp's lanes run one after another between collectives, so code that
 //    relied on lanes of one warp being in lockstep without __syncwarp would pass here (the tile code has none:

@@ -1,15 +1,21 @@
 // The InfoNCE tile kernels' block bodies, written once over an execution policy P (exec_policy_device.cuh on
-// the GPU, exec_policy_host.h in the tests) and a 16-bit element type E (Bf16, F16). Math: doc §4.
+// the GPU, exec_policy_host.h in the tests) and an operand format E (tile_types.h: Bf16, F16, or Tf32 for
+// float32 when TF32 is allowed). Math: doc §4.
 //
 // Notation: z_i the N rows, c_i = 1/max(||z_i||, 1e-12) with normalize, else 1; u_i = c_i z_i; s_ik = c_i c_k
-// (z_i . z_k) / tau. The tensor cores multiply z itself (cp.async copies it to shared memory untouched) and
-// c enters as row and column factors; exponentials are 2^x with log2(e) / tau folded into the row factor.
+// (z_i . z_k) / tau. The tensor cores multiply z itself (cp.async copies it to shared memory untouched; for
+// Tf32 the copy prep_rows staged, rounded to tf32) and c enters as row and column factors; exponentials are
+// 2^x with log2(e) / tau folded into the row factor.
 //
 // Block: 4 warps, warp w owns rows 16w .. 16w + 15 of the row block I (64 rows); a tile is S = Z_I Z_K^T
-// (64 x 64), each warp's 16 x 64 slice in mma.m16n8k16 accumulators (8 n8 fragments, 32 fp32 per thread).
-// Shared memory: Z_I, two Z_K buffers (cp.async double buffering: tile t + 1 is copied while t is computed;
-// one barrier per tile), per-tile column statistics, and the exchange buffers below. Rows are padded by 16
-// bytes, so the 8 rows an ldmatrix reads fall in 8 different 16-byte bank groups (no bank conflict).
+// (64 x 64), each warp's 16 x 64 slice in mma accumulators (8 n8 fragments, 32 fp32 per thread; m16n8k16 for
+// 16-bit E, m16n8k8 .tf32 for Tf32: same accumulator layout). Shared memory (TileSmem): Z_I, two Z_K buffers
+// (cp.async double buffering: tile t + 1 is copied while t is computed; one barrier per tile; one buffer where
+// two would not leave room for 2 blocks per SM, see backward_block), per-tile column statistics, and the
+// exchange buffers below. Rows are padded by 16 bytes, so the 8 rows an ldmatrix reads fall in 8 different
+// 16-byte bank groups (no bank conflict); for Tf32's 32-bit fragment loads (row 2q + k0, column g + n0 of a
+// lane (g, q)) the row pitch is 4 words mod 32, so the 32 lanes hit banks 8q + g: no conflict either. Only the
+// Tf32 Q c_I exchange stores (64-bit, 2 per lane group) are 2-way conflicted (a pitch cannot suit both).
 //
 // Why mma.sync and not Hopper's wgmma/TMA: the target (<= 300 us fwd+bwd at N = 8192, D = 128 bf16, ~2x the
 // ideal) is within what mma.sync reaches (FlashAttention-2 runs at this level on H100), every step of it can be
@@ -25,29 +31,44 @@
 // Backward (backward_block), with w_i = dL/dloss_i, P_ik = 2^(s_ik - lse_i) (base-2 units),
 // Q_ik = w_i P_ik + w_k P_ki (i != k, the negatives' part of G + G^T; the positives' part is O(N J D), in
 // info_nce_rows.cuh):
-//   dU_I += (Q c_K) Z_K     A operand straight from the S accumulators (FlashAttention-2's register reuse)
-//   dU_K += (Q^T c_I) Z_I   symmetric sweep, t > 0: Q c_I through shared memory (ldmatrix.trans), summed
-//                           into du with fp32 vector atomics (red.global.add.v2.f32)
+//   dU_I += (Q c_K) Z_K     A operand straight from the S accumulators (FlashAttention-2's register reuse;
+//                           Tf32: k permuted inside each 8-row step, see load_b_kn)
+//   dU_K += (Q^T c_I) Z_I   symmetric sweep, t > 0: Q c_I through shared memory (ldmatrix.trans; Tf32: 32-bit
+//                           loads), summed into du with fp32 vector atomics (red.global.add.v2.f32)
 //   dscale += sum Q uu (off-diagonal), sum w_i P_ik uu (diagonal tile, and every tile of the full sweep)
 // The deterministic sweep (torch.use_deterministic_algorithms) visits every K for its I, skips dU_K and stores
 // its dU_I into its own chunk's slice of du (summed in a fixed order later): no atomics, 4/3 of the FLOPs.
-// The A operands (Q c) are rounded to E; they are first multiplied by 2^e (operand_scale) so that their
-// largest possible value, 2 max_i |w_i| max_k c_k, lands in [2^14, 2^15): float16 neither overflows nor
-// flushes the entries of size ~1/N^2 (issue 13, defect 1); du is divided by 2^e afterwards (exact).
+// The A operands (Q c) are rounded to E (Tf32: cvt.rna.tf32.f32); they are first multiplied by 2^e
+// (operand_scale) so that their largest possible value, 2 max_i |w_i| max_k c_k, lands in [2^14, 2^15):
+// float16 neither overflows nor flushes the entries of size ~1/N^2 (issue 13, defect 1); du is divided by 2^e
+// afterwards (exact).
 //
-// Cost at N = 8192, D = 128, bf16 (nb = 128; T = N^2/2 pairs of rows): FLOPs (2 per multiply-add)
+// Cost at N = 8192, D = 128 (nb = 128; T = N^2/2 pairs of rows; the same counts for bf16 and fp32-TF32):
+// FLOPs (2 per multiply-add)
 //   forward  2 T D          = 8.6e9    backward 6 T D = 2.6e10   total 4 N^2 D = 3.4e10
 //   exp2     forward 2 T    = 6.7e7    backward 2 T   = 6.7e7    total 2 N^2   = 1.3e8
 // (the forward's row and column sides need their own maxima for stability at every tau and for unnormalised
 // rows, so 2 exponentials per pair where the math doc's 1.5 N^2 assumes one in the forward).
-//   bytes: z read per tile from L2: (pairs of 64-row blocks 8.3e3) x 16 KB = 135 MB fwd and again bwd (L2,
-//   not DRAM: z is 2 MB); DRAM compulsory ~N D (2 + 2 + 4 + 4) = 12.6 MB; du atomics (symmetric) 64 x 128 x 4 B
-//   per off-diagonal tile = 8.1e3 x 32 KB = 268 MB into L2 (du is 4 MB and stays there).
-// Predicted on an H200 from the roofs (790 TFLOP/s bf16, 4e12 exp/s, 4.3 TB/s) for mma.sync at ~60% of the
-// dense peak (~470 TFLOP/s): forward max(18 us FLOP, 17 us exp) ~ 25 us; backward max(55 us FLOP, 17 us exp,
-// 268 MB of L2 atomics at ~4 TB/s = 67 us) ~ 80 us; row kernels ~5 us: ~110 us forward + backward
-// (deterministic backward: 73 us FLOP, no atomics: about the same); target <= 300 us, and issue 13 sets the
-// Triton kernel's goal at <= 150 us. Not yet measured (benchmarks/results/cuda_info_nce.md).
+//   bytes, bf16: z read per tile from L2: (pairs of 64-row blocks 8.3e3) x 16 KB = 135 MB fwd and again bwd
+//   (L2, not DRAM: z is 2 MB); DRAM compulsory ~N D (2 + 2 + 4 + 4) = 12.6 MB; du atomics (symmetric)
+//   64 x 128 x 4 B per off-diagonal tile = 8.1e3 x 32 KB = 268 MB into L2 (du is 4 MB and stays there).
+//   fp32-TF32: tiles of 32 KB, 270 MB fwd and bwd from L2; the same 268 MB of atomics; DRAM ~N D (4 + 4 (the
+//   rounded copy) + 4 + 4 + 4) = 21 MB.
+//   shared memory per tile (all warps; ldmatrix.x4 and a warp's 4 32-bit loads are 512 B each): bf16 logits
+//   80 KB, dU_I 64 KB, dU_K 96 KB, + ~48 KB of cp.async writes, statistics and exchange; fp32-TF32 twice that
+//   (the same bytes per mma instruction, twice the instructions): 160 + 128 + 192 + ~88 KB.
+// Predicted on an H200 from the roofs (790 TFLOP/s bf16 measured, 494 TF32 datasheet, 4e12 exp/s, 4.3 TB/s;
+// shared memory 128 B/clk/SM = 31 TB/s at 1.83 GHz; L2 atomics and reads ~4-5 TB/s assumed, not measured):
+//   bf16: mma.sync at ~60% of the dense peak (470 TFLOP/s): forward max(18 us FLOP, 17 us exp, 28 us shared)
+//   ~ 28 us; backward max(55 us FLOP, 17 us exp, 67 us atomics, 78 us shared) ~ 80 us; row kernels ~5 us:
+//   ~110 us forward + backward (deterministic backward: 73 us FLOP, 100 us shared, no atomics: ~130 us);
+//   target <= 300 us, and issue 13 sets the Triton kernel's goal at <= 150 us.
+//   fp32-TF32 (TF32 at 80% of its datasheet peak, as bf16 measures: 395 TFLOP/s): shared memory binds (the
+//   logits need 2.5 clk of it per 1-clk mma.m16n8k8, dU_I 2, dU_K 3): forward max(22 us FLOP, 17 us exp,
+//   54 us L2 reads at 5 TB/s, 55 us shared) ~ 55 us; backward max(66 us FLOP, 67 us atomics, 155 us shared)
+//   ~ 155 us; row kernels ~8 us: ~220 us forward + backward (deterministic backward: 187 us shared: ~250 us),
+//   against ~3.5 ms for the exact FFMA kernels (issue 14's estimate of that path).
+// Not yet measured (benchmarks/results/cuda_info_nce.md).
 #pragma once
 #include <cmath>
 

@@ -127,12 +127,12 @@ struct Tf32 {
     asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(u) : "f"(f));
     return u;
 #else
-    // Host: add half of the dropped part to the magnitude and truncate (a carry into the exponent is the
-    // correct rounding, up to inf); inf stays inf, NaN becomes the canonical NaN.
+    // Host: what ptxas (CUDA 13.0, sm_90) lowers the cvt to, read in the SASS of prep_rows_kernel<float>: add
+    // half of the dropped part to the magnitude unless |f| >= inf or NaN (a carry into the exponent is the
+    // correct rounding, up to inf), then clear the dropped bits (a NaN keeps its top payload bits).
     const uint32_t u = float_to_bits(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fffffffu;
-    if ((u & 0x7fffffffu) == 0x7f800000u) return u;
-    return (u + 0x1000u) & ~kDropped;
+    const bool finite = (u & 0x7fffffffu) < 0x7f800000u;
+    return (finite ? u + 0x1000u : u) & ~kDropped;
 #endif
   }
 };
