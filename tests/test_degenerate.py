@@ -211,13 +211,6 @@ def all_cases():
 
 
 CASES = all_cases()
-# Failures of the Triton launchers (kernels/, owned by the Triton work): listed, not fixed here. strict: the
-# mark must go when they are fixed.
-TRITON_LAUNCHER_FAILURES = {
-    name: "kernels/info_nce.py leaves grad_temperature unwritten for D = 0 (NaN under poisoning, stray values "
-          "such as -1.7e-86 without)"
-    for name in CASES if name.startswith("info_nce D=0") and name.endswith("[triton]")
-}
 
 
 # --- The zygote: `python tests/test_degenerate.py --zygote` reads "case<TAB>output file" lines and answers each
@@ -299,12 +292,7 @@ def child():
     proc.wait(timeout=60)
 
 
-def marks(name):
-    reason = TRITON_LAUNCHER_FAILURES.get(name)
-    return [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, id=n, marks=marks(n)) for n in CASES])
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in CASES])
 def test_degenerate(child, name):
     answer, output = child(name)
     if answer == "exit 0":
