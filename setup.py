@@ -27,8 +27,7 @@ from torch.utils import cpp_extension  # noqa: E402
 STABLE_TARGET = (2, 10)  # the oldest torch simvae_fast._C loads into (TORCH_TARGET_VERSION)
 PYTHON_LIMITED_API = "cp310"  # the oldest Python (CPython's limited API: one binary for 3.10 and later)
 SOURCES = {
-    "_C": ["csrc/module.cpp", "csrc/latent_cpu.cpp"],
-    "_C_aten": ["csrc/module_aten.cpp", "csrc/info_nce_cpu.cpp"],
+    "_C": ["csrc/module.cpp", "csrc/latent_cpu.cpp", "csrc/info_nce_cpu.cpp"],
     "_C_cuda": ["csrc/module_cuda.cpp"] + sorted(glob.glob("csrc/cuda/*.cpp") + glob.glob("csrc/cuda/*.cu")),
 }
 
@@ -59,8 +58,6 @@ def extensions():
         cpp_extension.CppExtension("simvae_fast._C", SOURCES["_C"], py_limited_api=True,
                                    define_macros=[("TORCH_TARGET_VERSION", target)],
                                    extra_compile_args={"cxx": stable_cxx}, extra_link_args=stable_link),
-        cpp_extension.CppExtension("simvae_fast._C_aten", SOURCES["_C_aten"], py_limited_api=True,
-                                   extra_compile_args={"cxx": cxx}, extra_link_args=link),
     ]
     if build_cuda():
         result.append(cpp_extension.CUDAExtension("simvae_fast._C_cuda", SOURCES["_C_cuda"], py_limited_api=True,
