@@ -1,5 +1,5 @@
 // InfoNCE / NT-Xent over groups of views on the CPU: each pair of rows multiplied once, no N x N buffer
-// (math doc §4, "The symmetric form").
+// (docs/math.md §4): the symmetric tiles of §4.1, variant "one shared shift" with "rounds of disjoint pairs".
 //
 // z: [G, J, D] -> N = G*J rows z_i.  c_i = 1/max(||z_i||, eps) with normalize (F.normalize, eps = 1e-12; a zero
 // row stays zero), else c_i = 1.  u_i = c_i z_i (U: one [N, D] copy, none for unnormalised fp32/fp64), scale =
