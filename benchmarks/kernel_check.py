@@ -1,0 +1,356 @@
+"""The compiled-code check: every GPU kernel compiled for sm_90 on this GPU-less machine, its SASS read, rules.
+
+    python benchmarks/kernel_check.py                 (make kernel-check; CI runs it)
+    python benchmarks/kernel_check.py --quick         (fp32/bf16 at D = 10, 128 only: a quicker look)
+
+Triton: the launchers (kernel_cases.py: InfoNCE forward/backward, latent forward/backward) run unmodified on CPU
+tensors under a stand-in driver (standin_driver.py) with TRITON_INTERPRET unset, so every kernel they launch is
+compiled with its real specialisation (dtypes fp32/bf16/fp16/fp64, D in {10, 64, 128, 129, 256}, every
+boolean option) for sm_90 and not launched. CUDA: every csrc/cuda/*.cu through `nvcc -cubin -arch=sm_90` with
+torch's extension flags. The SASS of each (cuobjdump from the Triton wheel, sass.py) gives registers, stack,
+spill instructions (STL/LDL), shared memory, HMMA/HGMMA, FFMA and MUFU.EX2 counts and resident blocks per SM.
+Writes benchmarks/results/sass.md (--out) and exits non-zero, listing why, when
+  - an fp32/bf16/fp16 InfoNCE or latent kernel spills (stack frame, or any STL/LDL);
+  - a kernel needs more than the 227 KB of shared memory an sm_90 block may have;
+  - a half-precision InfoNCE kernel that multiplies matrices has no HMMA/HGMMA. A Triton kernel multiplies
+    matrices when its Triton IR has a tt.dot; a .cu kernel (no IR to read) when its SASS has tensor-core
+    instructions or at least MATMUL_FMAS scalar FMAs (an unrolled inner-product tile; row kernels have ~100).
+A kernel named in EXPECTED_FAILURES may fail (its failures are listed, not counted); the output says which of
+them now pass, so the list can be emptied. --strict also fails on those (and on names that match no kernel).
+"""
+import argparse
+import concurrent.futures
+import datetime
+import glob
+import multiprocessing
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+os.environ.pop("TRITON_INTERPRET", None)  # read when @triton.jit decorates: before the package's kernels load
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default until 3.10, and 3.6's (the GPU's)
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+import kernel_cases  # noqa: E402
+import sass  # noqa: E402
+import standin_driver  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Kernels allowed to fail today, "<source file>::<kernel name>" -> why. Empty it as the kernels are fixed.
+EXPECTED_FAILURES = {
+    "kernels/info_nce.py::_forward_kernel": "spills when D % 16 != 0 (issue 13, item 2; the Triton rewrite)",
+    "kernels/info_nce.py::_backward_kernel": "255 registers and spills in every dtype (issue 13, item 2)",
+    "csrc/cuda/info_nce.cu::lse_kernel": "no tensor cores in half precision (the CUDA issue)",
+    "csrc/cuda/info_nce.cu::grad_tile_kernel": "no tensor cores in half precision (the CUDA issue)",
+    "csrc/cuda/latent.cu::latent_backward_kernel": "32 B stack frame, STL/LDL in fp32/bf16/fp16 (the CUDA issue)",
+}
+
+SPILL_DTYPES = ("fp32", "bf16", "fp16")
+HALF_DTYPES = ("bf16", "fp16")
+SPILL_OPS = ("info_nce", "latent")
+MATMUL_FMAS = 256
+CUDA_DTYPES = {"float": "fp32", "double": "fp64", "__half": "fp16", "__nv_bfloat16": "bf16", "half": "fp16"}
+
+
+@dataclass
+class Row:
+    source: str  # kernels/info_nce.py, csrc/cuda/latent.cu
+    kernel: str  # the kernel's name (Triton function; CUDA function without namespace and template arguments)
+    op: str
+    dtype: str
+    dim: str
+    config: str  # Triton: constexprs and num_warps/num_stages; CUDA: template arguments
+    threads: int
+    shared: int  # bytes per block
+    matmul: bool
+    sass: sass.Sass
+    blocks_per_sm: int = 0
+    failures: list = field(default_factory=list)
+
+    @property
+    def key(self):
+        return f"{self.source}::{self.kernel}"
+
+
+def check(row):
+    """The rules, as a list of reasons this kernel fails (empty: it passes)."""
+    s, why = row.sass, []
+    if row.dtype in SPILL_DTYPES and row.op in SPILL_OPS and s.spills:
+        why.append(f"spills (stack {s.stack} B, {s.spill_stores} STL, {s.spill_loads} LDL)")
+    if row.shared > sass.SM90_SHARED_PER_BLOCK:
+        why.append(f"{row.shared} B of shared memory > {sass.SM90_SHARED_PER_BLOCK} (227 KB)")
+    if row.dtype in HALF_DTYPES and row.op == "info_nce" and row.matmul and s.tensor_core == 0:
+        why.append("matrix product without HMMA/HGMMA")
+    return why
+
+
+# --- Triton ---------------------------------------------------------------------------------------------------
+
+def _constexprs(compiled):
+    return [f"{name}={getattr(value, 'name', value)}" for name, value in compiled.constexprs.items()]
+
+
+def _module_source(module):
+    """simvae_fast.kernels.info_nce -> kernels/info_nce.py (the package maps simvae_fast.kernels to kernels/)."""
+    return "kernels/" + module.rsplit(".", 1)[-1] + ".py"
+
+
+def _triton_row(case, compiled, grid):
+    meta, info = compiled.kernel.metadata, next(iter(sass.summarise(compiled.kernel.asm["cubin"]).values()))
+    threads, shared = meta.num_warps * 32, max(meta.shared, info.static_shared)
+    config = _constexprs(compiled) + [f"warps={meta.num_warps}", f"stages={meta.num_stages}",
+                                      "grid=" + "x".join(map(str, grid))]
+    return Row(source=_module_source(compiled.module), kernel=compiled.name, op=compiled.module.rsplit(".", 1)[-1],
+               dtype=kernel_cases.SHORT[case.dtype], dim=str(case.dim), config=" ".join(config), threads=threads,
+               shared=shared, matmul="tt.dot" in compiled.kernel.asm.get("ttir", ""), sass=info,
+               blocks_per_sm=sass.blocks_per_sm(info.registers, threads, shared))
+
+
+def _triton_worker(selection, indices):
+    """Runs cases[i] for i in indices under the stand-in driver (in a worker process):
+    [(case index, rows of the kernels it launched)], [errors]."""
+    cases = list(kernel_cases.cases(**selection))
+    results, errors, by_hash = [], [], {}
+    with standin_driver.active():
+        for index in indices:
+            case = cases[index]
+            standin_driver.reset_launches()
+            try:
+                case.run()
+            except Exception as err:  # a kernel that does not compile for sm_90, or a launcher that fails
+                first = str(err).strip().splitlines()[:1]
+                errors.append(f"{case.label}: {type(err).__name__}: {first[0] if first else ''}")
+                continue
+            by_hash.update((c.kernel.hash, c) for c in standin_driver.captured())
+            launched = dict(standin_driver.launches())  # hash -> grid (of its last launch in the case)
+            results.append((index, [_triton_row(case, by_hash[h], grid) for h, grid in launched.items()]))
+    return results, errors
+
+
+def triton_rows(selection, jobs):
+    """One row per (dtype, D, compiled kernel) the launchers launched over all cases, and the cases that raised.
+    The cases are dealt round-robin to `jobs` processes (compilation and cuobjdump are CPU-bound)."""
+    count = sum(1 for _ in kernel_cases.cases(**selection))
+    chunks = [list(range(count))[i::jobs] for i in range(jobs)]
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        outputs = list(pool.map(_triton_worker, [selection] * jobs, chunks))
+    results = sorted((item for out, _ in outputs for item in out), key=lambda item: item[0])
+    rows, seen = [], set()
+    for _, case_rows in results:
+        for row in case_rows:
+            key = (row.key, row.dtype, row.dim, row.config)
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
+    return rows, [e for _, errors in outputs for e in errors]
+
+
+# --- CUDA -----------------------------------------------------------------------------------------------------
+
+def nvcc():
+    for path in (os.environ.get("NVCC"), "/usr/local/cuda/bin/nvcc"):
+        if path and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _demangle(names):
+    done = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True)
+    return dict(zip(names, done.stdout.splitlines()))
+
+
+def _top_level(text, char):
+    """Indices of `char` in text outside <> and () (a "(" counts at the depth it opens)."""
+    found, depth = [], 0
+    for i, ch in enumerate(text):
+        if ch == char and depth == 0:
+            found.append(i)
+        depth += (ch in "<(") - (ch in ">)")
+    return found
+
+
+def split_cuda_name(demangled):
+    """'void ns::(anonymous namespace)::lse_kernel<__half, float>(__half const*, ...)'
+    -> ('lse_kernel', ['__half', 'float']): the function's own name and its template arguments."""
+    text = demangled.replace("(anonymous namespace)", "anonymous")
+    head = text[:(_top_level(text, "(") or [len(text)])[0]].removeprefix("void ")
+    args = []
+    if head.endswith(">"):
+        inner = head[head.index("<") + 1:-1]
+        cuts = [-1] + _top_level(inner, ",") + [len(inner)]
+        head, args = head[:head.index("<")], [inner[i + 1:j].strip() for i, j in zip(cuts, cuts[1:])]
+    return head.rsplit("::", 1)[-1], args
+
+
+_MAX_THREADS = re.compile(r"EIATTR_(?:MAX_THREADS|REQNTID)")
+
+
+def launch_bounds(cubin):
+    """{mangled function: threads per block} for the kernels that declare __launch_bounds__ (or reqntid)."""
+    text = subprocess.run([sass.cuobjdump(), "-elf", cubin], capture_output=True, text=True, check=True).stdout
+    bounds, current, pending = {}, None, False
+    for line in text.splitlines():
+        if line.startswith(".nv.info."):
+            current, pending = line.split()[0][len(".nv.info."):], False
+        elif line[:1] not in ("", "\t", " "):
+            current = None
+        elif current and _MAX_THREADS.search(line):
+            pending = True
+        elif current and pending and "Value:" in line:
+            product = 1
+            for value in line.split("Value:", 1)[1].split():
+                product *= int(value, 16)
+            bounds[current], pending = product, False
+    return bounds
+
+
+def cuda_rows(log=print, assumed_threads=256):
+    """One row per kernel instantiation of every csrc/cuda/*.cu, and the files that did not compile."""
+    from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
+
+    rows, errors, compiler = [], [], nvcc()
+    sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
+    if compiler is None:
+        return rows, [f"nvcc not found (NVCC or /usr/local/cuda/bin/nvcc): {len(sources)} .cu files unchecked"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in sources:
+            source = os.path.relpath(path, ROOT)
+            cubin = os.path.join(tmp, os.path.basename(path) + ".cubin")
+            command = [compiler, "-cubin", "-arch=sm_90", "-O3", "-lineinfo", "-std=c++17", *COMMON_NVCC_FLAGS,
+                       "-I" + os.path.join(ROOT, "csrc"), "-o", cubin, path]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                errors.append(f"{source}: nvcc failed: {done.stderr.strip()[-2000:]}")
+                continue
+            kernels, bounds = sass.summarise(cubin), launch_bounds(cubin)
+            names = _demangle(list(kernels))
+            for mangled, info in kernels.items():
+                name, args = split_cuda_name(names[mangled])
+                dtype = next((CUDA_DTYPES[a] for a in args if a in CUDA_DTYPES), "-")
+                threads = bounds.get(mangled, 0)
+                shown = threads or assumed_threads
+                rows.append(Row(source=source, kernel=name, op=os.path.splitext(os.path.basename(path))[0],
+                                dtype=dtype, dim="any", config="<" + ", ".join(args) + ">"
+                                + (f" launch_bounds={threads}" if threads else ""),
+                                threads=threads, shared=info.static_shared,
+                                matmul=info.tensor_core > 0 or info.ffma >= MATMUL_FMAS, sass=info,
+                                blocks_per_sm=sass.blocks_per_sm(info.registers, shown, info.static_shared)))
+    return rows, errors
+
+
+# --- the verdict and the table --------------------------------------------------------------------------------
+
+def verdict(rows, expected=EXPECTED_FAILURES):
+    """(unexpected failures, expected failures still failing, expected that now pass, expected names unseen)."""
+    for row in rows:
+        row.failures = check(row)
+    failing = {row.key for row in rows if row.failures}
+    seen = {row.key for row in rows}
+    unexpected = [row for row in rows if row.failures and row.key not in expected]
+    still = sorted(k for k in expected if k in failing)
+    now_pass = sorted(k for k in expected if k in seen and k not in failing)
+    unseen = sorted(k for k in expected if k not in seen)
+    return unexpected, still, now_pass, unseen
+
+
+COLUMNS = ("kernel", "dtype", "D", "regs", "stack B", "STL/LDL", "shared B", "HMMA/HGMMA", "FFMA", "MUFU.EX2",
+           "threads", "blocks/SM", "config", "verdict")
+
+
+def _table_row(row, expected):
+    s = row.sass
+    if not row.failures:
+        state = "ok"
+    else:
+        state = ("expected: " if row.key in expected else "FAIL: ") + "; ".join(row.failures)
+    threads = str(row.threads) if row.threads else "256*"
+    cells = (f"{row.key}", row.dtype, row.dim, s.registers, s.stack, f"{s.spill_stores}/{s.spill_loads}", row.shared,
+             f"{s.hmma}/{s.hgmma}", s.ffma, s.mufu_ex2, threads, row.blocks_per_sm, row.config, state)
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def report(rows, errors, outcome, expected, seconds, command):
+    unexpected, still, now_pass, unseen = outcome
+    lines = ["# SASS of the GPU kernels, compiled for sm_90 (H100/H200) without a GPU", "",
+             f"Written by `{command}` on {platform.node() or 'this machine'} ({os.cpu_count()} cores, no GPU), "
+             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, in {seconds:.0f} s; "
+             f"torch {torch.__version__}, triton {triton.__version__}, {_nvcc_version()}.", "",
+             "Rules (benchmarks/kernel_check.py): no spill (stack or STL/LDL) in an fp32/bf16/fp16 InfoNCE or latent "
+             "kernel; at most 227 KB of shared memory per block; HMMA/HGMMA in every half-precision InfoNCE kernel "
+             "that multiplies matrices. Shared: Triton's launch shared memory; CUDA: static `__shared__` only. "
+             "blocks/SM: resident blocks per sm_90 SM from registers, threads and shared memory "
+             "(256* = no `__launch_bounds__`, figured for 256 threads).", "",
+             f"**{len(unexpected)} unexpected failures**, {len(still)} kernels expected to fail still fail, "
+             f"{len(now_pass)} expected to fail now pass, {len(errors)} errors.", ""]
+    for title, items in (("Errors", errors), ("Unexpected failures", [f"{r.key} {r.dtype} D={r.dim} {r.config}: "
+                                                                       + "; ".join(r.failures) for r in unexpected]),
+                         ("Expected to fail, now pass (remove from EXPECTED_FAILURES)", now_pass),
+                         ("In EXPECTED_FAILURES but no such kernel", unseen)):
+        if items:
+            lines += [f"## {title}", ""] + [f"- {item}" for item in items] + [""]
+    for title, part in (("Triton kernels (launched by the launchers)", [r for r in rows if r.source.endswith(".py")]),
+                        ("CUDA kernels (csrc/cuda/*.cu)", [r for r in rows if r.source.endswith(".cu")])):
+        lines += [f"## {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += [_table_row(r, expected) for r in part] + [""]
+    return "\n".join(lines)
+
+
+def _nvcc_version():
+    compiler = nvcc()
+    if compiler is None:
+        return "no nvcc"
+    out = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"release ([\d.]+)", out)
+    return f"nvcc {match.group(1)}" if match else "nvcc"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "sass.md"))
+    p.add_argument("--quick", action="store_true", help="fp32 and bf16 at D = 10 and 128 only")
+    p.add_argument("--no-cuda", action="store_true", help="skip the .cu files")
+    p.add_argument("--strict", action="store_true", help="also fail when an expected failure now passes")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes compiling Triton kernels")
+    args = p.parse_args(argv)
+
+    start = time.perf_counter()
+    selection = dict(dtypes=(torch.float32, torch.bfloat16), dims=(10, 128)) if args.quick else {}
+    rows, errors = triton_rows(selection, max(1, args.jobs))
+    if not args.no_cuda:
+        cuda, cuda_errors = cuda_rows()
+        rows, errors = rows + cuda, errors + cuda_errors
+    outcome = verdict(rows)
+    seconds = time.perf_counter() - start
+    command = "python benchmarks/kernel_check.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    text = report(rows, errors, outcome, EXPECTED_FAILURES, seconds, command.strip())
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text + "\n")
+
+    unexpected, still, now_pass, unseen = outcome
+    print(f"kernel-check: {len(rows)} kernel rows in {seconds:.0f} s -> {os.path.relpath(args.out)}")
+    for line in errors:
+        print(f"ERROR {line}")
+    for row in unexpected:
+        print(f"FAIL {row.key} {row.dtype} D={row.dim} {row.config}: {'; '.join(row.failures)}")
+    for key in still:
+        print(f"expected failure still fails: {key} ({EXPECTED_FAILURES[key]})")
+    for key in now_pass:
+        print(f"EXPECTED FAILURE NOW PASSES: {key} -- remove it from EXPECTED_FAILURES in benchmarks/kernel_check.py")
+    for key in unseen:
+        print(f"EXPECTED_FAILURES names no compiled kernel: {key} -- remove it")
+    failed = bool(errors or unexpected or (args.strict and (now_pass or unseen)))
+    print("kernel-check: " + ("FAILED" if failed else "passed"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
