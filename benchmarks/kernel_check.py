@@ -6,9 +6,10 @@
 Triton: the launchers (kernel_cases.py: InfoNCE forward/backward, latent forward/backward) run unmodified on CPU
 tensors under a stand-in driver (standin_driver.py) with TRITON_INTERPRET unset, so every kernel they launch is
 compiled with its real specialisation (dtypes fp32/bf16/fp16/fp64, D in {10, 64, 128, 129, 256}, every
-boolean option) for sm_90 and not launched. CUDA: every csrc/cuda/*.cu through `nvcc -cubin -arch=sm_90` with
-torch's extension flags. The SASS of each (cuobjdump from the Triton wheel, sass.py) gives registers, stack,
-spill instructions (STL/LDL), shared memory, HMMA/HGMMA, FFMA and MUFU.EX2 counts and resident blocks per SM.
+boolean option, TF32 allowed or not, deterministic mode) for sm_90 and not launched. CUDA: every csrc/cuda/*.cu through `nvcc -cubin -arch=sm_90` with
+torch's extension flags (cuda_cubins.py). The SASS of each (cuobjdump from the Triton wheel, sass.py) gives
+registers, stack, spill instructions (STL/LDL), shared memory, HMMA/HGMMA, FFMA and MUFU.EX2 counts and
+resident blocks per SM.
 Writes benchmarks/results/sass.md (--out) and exits non-zero, listing why, when
   - an fp32/bf16/fp16 InfoNCE or latent kernel spills (stack frame, or any STL/LDL);
   - a kernel needs more than the 227 KB of shared memory an sm_90 block may have;
@@ -21,14 +22,10 @@ them now pass, so the list can be emptied. --strict also fails on those (and on 
 import argparse
 import concurrent.futures
 import datetime
-import glob
 import multiprocessing
 import os
 import platform
-import re
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -38,6 +35,7 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default u
 import torch  # noqa: E402
 import triton  # noqa: E402
 
+import cuda_cubins  # noqa: E402
 import kernel_cases  # noqa: E402
 import sass  # noqa: E402
 import standin_driver  # noqa: E402
@@ -155,94 +153,18 @@ def triton_rows(selection, jobs):
 
 # --- CUDA -----------------------------------------------------------------------------------------------------
 
-def nvcc():
-    for path in (os.environ.get("NVCC"), "/usr/local/cuda/bin/nvcc"):
-        if path and os.access(path, os.X_OK):
-            return path
-    return None
-
-
-def _demangle(names):
-    done = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True)
-    return dict(zip(names, done.stdout.splitlines()))
-
-
-def _top_level(text, char):
-    """Indices of `char` in text outside <> and () (a "(" counts at the depth it opens)."""
-    found, depth = [], 0
-    for i, ch in enumerate(text):
-        if ch == char and depth == 0:
-            found.append(i)
-        depth += (ch in "<(") - (ch in ">)")
-    return found
-
-
-def split_cuda_name(demangled):
-    """'void ns::(anonymous namespace)::lse_kernel<__half, float>(__half const*, ...)'
-    -> ('lse_kernel', ['__half', 'float']): the function's own name and its template arguments."""
-    text = demangled.replace("(anonymous namespace)", "anonymous")
-    head = text[:(_top_level(text, "(") or [len(text)])[0]].removeprefix("void ")
-    args = []
-    if head.endswith(">"):
-        inner = head[head.index("<") + 1:-1]
-        cuts = [-1] + _top_level(inner, ",") + [len(inner)]
-        head, args = head[:head.index("<")], [inner[i + 1:j].strip() for i, j in zip(cuts, cuts[1:])]
-    return head.rsplit("::", 1)[-1], args
-
-
-_MAX_THREADS = re.compile(r"EIATTR_(?:MAX_THREADS|REQNTID)")
-
-
-def launch_bounds(cubin):
-    """{mangled function: threads per block} for the kernels that declare __launch_bounds__ (or reqntid)."""
-    text = subprocess.run([sass.cuobjdump(), "-elf", cubin], capture_output=True, text=True, check=True).stdout
-    bounds, current, pending = {}, None, False
-    for line in text.splitlines():
-        if line.startswith(".nv.info."):
-            current, pending = line.split()[0][len(".nv.info."):], False
-        elif line[:1] not in ("", "\t", " "):
-            current = None
-        elif current and _MAX_THREADS.search(line):
-            pending = True
-        elif current and pending and "Value:" in line:
-            product = 1
-            for value in line.split("Value:", 1)[1].split():
-                product *= int(value, 16)
-            bounds[current], pending = product, False
-    return bounds
-
-
-def cuda_rows(log=print, assumed_threads=256):
+def cuda_rows(assumed_threads=256):
     """One row per kernel instantiation of every csrc/cuda/*.cu, and the files that did not compile."""
-    from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
-
-    rows, errors, compiler = [], [], nvcc()
-    sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
-    if compiler is None:
-        return rows, [f"nvcc not found (NVCC or /usr/local/cuda/bin/nvcc): {len(sources)} .cu files unchecked"]
-    with tempfile.TemporaryDirectory() as tmp:
-        for path in sources:
-            source = os.path.relpath(path, ROOT)
-            cubin = os.path.join(tmp, os.path.basename(path) + ".cubin")
-            command = [compiler, "-cubin", "-arch=sm_90", "-O3", "-lineinfo", "-std=c++17", *COMMON_NVCC_FLAGS,
-                       "-I" + os.path.join(ROOT, "csrc"), "-o", cubin, path]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                errors.append(f"{source}: nvcc failed: {done.stderr.strip()[-2000:]}")
-                continue
-            kernels, bounds = sass.summarise(cubin), launch_bounds(cubin)
-            names = _demangle(list(kernels))
-            for mangled, info in kernels.items():
-                name, args = split_cuda_name(names[mangled])
-                dtype = next((CUDA_DTYPES[a] for a in args if a in CUDA_DTYPES), "-")
-                threads = bounds.get(mangled, 0)
-                shown = threads or assumed_threads
-                rows.append(Row(source=source, kernel=name, op=os.path.splitext(os.path.basename(path))[0],
-                                dtype=dtype, dim="any", config="<" + ", ".join(args) + ">"
-                                + (f" launch_bounds={threads}" if threads else ""),
-                                threads=threads, shared=info.static_shared,
-                                matmul=info.tensor_core > 0 or info.ffma >= MATMUL_FMAS, sass=info,
-                                blocks_per_sm=sass.blocks_per_sm(info.registers, shown, info.static_shared)))
+    kernels, errors = cuda_cubins.compile_all(os.path.join(ROOT, "csrc"), ROOT)
+    rows = []
+    for k in kernels:
+        dtype = next((CUDA_DTYPES[a] for a in k.template_args if a in CUDA_DTYPES), "-")
+        config = "<" + ", ".join(k.template_args) + ">" + (f" launch_bounds={k.threads}" if k.threads else "")
+        rows.append(Row(source=k.source, kernel=k.name, op=os.path.splitext(os.path.basename(k.source))[0],
+                        dtype=dtype, dim="any", config=config, threads=k.threads, shared=k.sass.static_shared,
+                        matmul=k.sass.tensor_core > 0 or k.sass.ffma >= MATMUL_FMAS, sass=k.sass,
+                        blocks_per_sm=sass.blocks_per_sm(k.sass.registers, k.threads or assumed_threads,
+                                                         k.sass.static_shared)))
     return rows, errors
 
 
@@ -277,12 +199,36 @@ def _table_row(row, expected):
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def overview(rows):
+    """Table lines: per Triton kernel and dtype, the worst over its options at each D (most registers, most stack
+    bytes, fewest tensor-core instructions) and whether every specialisation there passed."""
+    dims = sorted({r.dim for r in rows}, key=int)
+    cells = {}
+    for r in rows:
+        worst = cells.setdefault((r.key, r.dtype), {}).setdefault(r.dim, [0, 0, None, True])
+        worst[0], worst[1] = max(worst[0], r.sass.registers), max(worst[1], r.sass.stack)
+        if r.matmul:
+            worst[2] = r.sass.tensor_core if worst[2] is None else min(worst[2], r.sass.tensor_core)
+        worst[3] &= not r.failures
+    lines = ["| kernel | dtype | " + " | ".join(f"D={d}" for d in dims) + " |", "|---|---|" + "---|" * len(dims)]
+    for (key, dtype), by_dim in cells.items():
+        shown = []
+        for d in dims:
+            if d not in by_dim:
+                shown.append("-")
+                continue
+            regs, stack, tc, ok = by_dim[d]
+            shown.append(f"{regs} r, {stack} B" + ("" if tc is None else f", {tc} TC") + ("" if ok else " **fails**"))
+        lines.append(f"| {key} | {dtype} | " + " | ".join(shown) + " |")
+    return lines + [""]
+
+
 def report(rows, errors, outcome, expected, seconds, command):
     unexpected, still, now_pass, unseen = outcome
     lines = ["# SASS of the GPU kernels, compiled for sm_90 (H100/H200) without a GPU", "",
              f"Written by `{command}` on {platform.node() or 'this machine'} ({os.cpu_count()} cores, no GPU), "
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, in {seconds:.0f} s; "
-             f"torch {torch.__version__}, triton {triton.__version__}, {_nvcc_version()}.", "",
+             f"torch {torch.__version__}, triton {triton.__version__}, {cuda_cubins.version()}.", "",
              "Rules (benchmarks/kernel_check.py): no spill (stack or STL/LDL) in an fp32/bf16/fp16 InfoNCE or latent "
              "kernel; at most 227 KB of shared memory per block; HMMA/HGMMA in every half-precision InfoNCE kernel "
              "that multiplies matrices. Shared: Triton's launch shared memory; CUDA: static `__shared__` only. "
@@ -296,20 +242,15 @@ def report(rows, errors, outcome, expected, seconds, command):
                          ("In EXPECTED_FAILURES but no such kernel", unseen)):
         if items:
             lines += [f"## {title}", ""] + [f"- {item}" for item in items] + [""]
-    for title, part in (("Triton kernels (launched by the launchers)", [r for r in rows if r.source.endswith(".py")]),
+    triton_part = [r for r in rows if r.source.endswith(".py")]
+    lines += ["## Overview of the Triton kernels: worst over the options at each D", "",
+              "r: registers per thread, B: stack bytes, TC: HMMA + HGMMA (matrix-product kernels only).", ""]
+    lines += overview(triton_part)
+    for title, part in (("Triton kernels (launched by the launchers)", triton_part),
                         ("CUDA kernels (csrc/cuda/*.cu)", [r for r in rows if r.source.endswith(".cu")])):
         lines += [f"## {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         lines += [_table_row(r, expected) for r in part] + [""]
     return "\n".join(lines)
-
-
-def _nvcc_version():
-    compiler = nvcc()
-    if compiler is None:
-        return "no nvcc"
-    out = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    match = re.search(r"release ([\d.]+)", out)
-    return f"nvcc {match.group(1)}" if match else "nvcc"
 
 
 def main(argv=None):
@@ -329,7 +270,8 @@ def main(argv=None):
         rows, errors = rows + cuda, errors + cuda_errors
     outcome = verdict(rows)
     seconds = time.perf_counter() - start
-    command = "python benchmarks/kernel_check.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python benchmarks/kernel_check.py", *given])
     text = report(rows, errors, outcome, EXPECTED_FAILURES, seconds, command.strip())
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -1,6 +1,7 @@
 """The compiled-code check (benchmarks/kernel_check.py) can fail: its SASS parsing, rules and expected-failure
 bookkeeping on canned cuobjdump text, and end to end on tiny Triton kernels compiled for sm_90 through the
-stand-in driver — one that spills, one whose fp16 matrix product runs on FFMA instead of tensor cores — and on a
+stand-in driver — one that spills, one whose fp16 matrix product runs on FFMA instead of tensor cores, one
+autotuned over two configs (both compiled and checked) — and on a
 tiny .cu file compiled with nvcc -maxrregcount=16 (ptxas keeps 24 on sm_90: it spills).
 
 Shown to fail: with the spill rule removed from kernel_check.check, test_triton_spill_and_missing_tensor_cores
@@ -51,7 +52,8 @@ def test_parse_sass():
     assert usage["tiled"]["REG"] == 255 and usage["tiled"]["STACK"] == 712 and usage["rows"]["SHARED"] == 0
     counts = sass.parse_instructions(RESOURCES + SASS_TEXT)
     tiled = sass.fold("tiled", usage["tiled"], counts["tiled"])
-    assert (tiled.hgmma, tiled.hmma, tiled.ffma, tiled.mufu_ex2, tiled.spill_stores, tiled.spill_loads) == (1, 0, 2, 1, 1, 1)
+    counted = (tiled.hgmma, tiled.hmma, tiled.ffma, tiled.mufu_ex2, tiled.spill_stores, tiled.spill_loads)
+    assert counted == (1, 0, 2, 1, 1, 1)
     assert tiled.spills and tiled.tensor_core == 1 and tiled.total == 6
     rows = sass.fold("rows", usage["rows"], counts["rows"])
     assert (rows.hmma, rows.ffma, rows.mufu_ex2, rows.spills) == (1, 0, 0, False)
@@ -100,12 +102,12 @@ def test_rules_and_expected_failures():
 
 
 def test_split_cuda_name():
-    import kernel_check as kc
+    from cuda_cubins import split_name
 
-    assert kc.split_cuda_name("void ns::(anonymous namespace)::lse_kernel<__half, float>(__half const*, long)") == (
+    assert split_name("void ns::(anonymous namespace)::lse_kernel<__half, float>(__half const*, long)") == (
         "lse_kernel", ["__half", "float"])
-    assert kc.split_cuda_name("void tile<float, 128, Shape<2, 3> >(float*)") == ("tile", ["float", "128", "Shape<2, 3>"])
-    assert kc.split_cuda_name("void plain(int)") == ("plain", [])
+    assert split_name("void tile<float, 128, Shape<2, 3> >(float*)") == ("tile", ["float", "128", "Shape<2, 3>"])
+    assert split_name("void plain(int)") == ("plain", [])
 
 
 # Compiled for sm_90 in a child process: the stand-in driver needs TRITON_INTERPRET unset when triton decorates.
@@ -130,6 +132,11 @@ TRITON_SCRIPT = textwrap.dedent('''
             a, b = a.to(tl.float32), b.to(tl.float32)
         tl.store(C + r[:, None] * BLOCK + r[None, :], tl.dot(a, b, input_precision="ieee"))
 
+    @triton.autotune([triton.Config({}, num_warps=1), triton.Config({}, num_warps=2)], key=[])
+    @triton.jit
+    def tuned_kernel(X):
+        tl.store(X + tl.arange(0, 32), 1.0)
+
     class Case:
         dim = 64
         dtype = torch.float16
@@ -141,12 +148,14 @@ TRITON_SCRIPT = textwrap.dedent('''
         a, c = torch.empty(32, 32, dtype=torch.float16), torch.empty(32, 32)
         product_kernel[(1,)](a, a, c, UPCAST=False, BLOCK=32)
         product_kernel[(1,)](a, a, c, UPCAST=True, BLOCK=32)
+        tuned_kernel[(1,)](x)
         compiled = {k.kernel.hash: k for k in standin_driver.captured()}
         for i, (h, grid) in enumerate(standin_driver.launches()):
             row = kernel_check._triton_row(Case, compiled[h], grid)
             row.op = "info_nce"
             out[f"{row.kernel}{i}"] = dict(failures=kernel_check.check(row), stack=row.sass.stack,
-                                           tensor_core=row.sass.tensor_core, ffma=row.sass.ffma, matmul=row.matmul)
+                                           tensor_core=row.sass.tensor_core, ffma=row.sass.ffma, matmul=row.matmul,
+                                           config=row.config)
     json.dump(out, sys.stdout)
 ''')
 
@@ -168,6 +177,8 @@ def test_triton_spill_and_missing_tensor_cores(tmp_path):
     assert fast["matmul"] and fast["tensor_core"] > 0 and fast["failures"] == []
     assert slow["matmul"] and slow["tensor_core"] == 0 and slow["ffma"] > 0
     assert slow["failures"] == ["matrix product without HMMA/HGMMA"]
+    tuned = sorted(v["config"] for k, v in out.items() if k.startswith("tuned_kernel"))  # every config compiled
+    assert len(tuned) == 3 and "warps=1" in tuned[0] and "warps=2" in tuned[-1]  # configs 1, 2, then the pick
 
 
 CUDA_SOURCE = r"""
@@ -186,15 +197,16 @@ template __global__ void spilling_kernel<float>(const float*, float*, int);
 @pytest.mark.skipif(not os.access("/usr/local/cuda/bin/nvcc", os.X_OK) and not shutil.which("nvcc"),
                     reason="needs nvcc")
 def test_cuda_spill(tmp_path):
+    import cuda_cubins
     import kernel_check as kc
 
     source, cubin = tmp_path / "spill.cu", tmp_path / "spill.cubin"
     source.write_text(CUDA_SOURCE)
-    nvcc = kc.nvcc() or shutil.which("nvcc")
+    nvcc = cuda_cubins.nvcc() or shutil.which("nvcc")
     subprocess.run([nvcc, "-cubin", "-arch=sm_90", "-O3", "-maxrregcount=16", "-o", str(cubin), str(source)],
                    check=True, capture_output=True)
     (mangled, info), = sass.summarise(str(cubin)).items()
-    name, args = kc.split_cuda_name(kc._demangle([mangled])[mangled])
+    name, args = cuda_cubins.split_name(cuda_cubins.demangle([mangled])[mangled])
     assert (name, args) == ("spilling_kernel", ["float"])
     row = kc.Row(source="x.cu", kernel=name, op="latent", dtype="fp32", dim="any", config="", threads=0,
                  shared=info.static_shared, matmul=False, sass=info)
