@@ -12,17 +12,19 @@
 #
 # Plan on the H200 (estimates: each torch.compile build ~20-60 s, each Triton compilation ~1-3 s on one core):
 #   phase                 estimate  limit  what takes the time
-#   versions                   5 s    30  nvidia-smi, imports
+#   versions                   5 s     -  nvidia-smi, imports (before the budgeted phases)
 #   build                     90 s   150  6 C++/CUDA files on 16 jobs: the slowest file (~60-90 s)
 #   bench-info_nce-bf16       70 s   110  1 torch.compile build (forward + backward graphs), ~5 Triton kernels
-#   bench-info_nce-fp16-fp32  40 s    60  2 processes: ~5 Triton kernels each, eager, CUDA
+#   bench-info_nce-fp16       20 s    30  ~5 Triton kernels, eager, CUDA (no torch.compile)
+#   bench-info_nce-fp32       20 s    30  the same in fp32
 #   bench-latent              50 s    80  1 torch.compile build, 2 Triton kernels
 #   roofline                  50 s    70  matmul/copy roofs, largest N (no recompiles: N is not a constexpr),
 #                                         67M-element latent op, launch counts (compile hits the inductor cache)
 #   gpu-tests                 80 s   110  pytest -m gpu of the two ops: ~250 Triton compilations over 8 shards
 #   memcheck                  50 s    60  ~30 Triton compilations (odd shapes) + sanitized runs
 #   racecheck                 20 s    50  Triton cache warm from memcheck
-#   total                    455 s        (the 480 s budget cuts the tail first: the sanitizers)
+#   plot                       5 s    20  matplotlib, when installed
+#   total                    460 s        (the 480 s budget cuts the tail first: the sanitizers)
 # Outputs under $OUT (flat, 5 files: the device tool brings back at most 8): gpu_check.log (everything),
 # results.csv, roofline.md, summary.md, results.png (when matplotlib is there).
 set -uo pipefail
