@@ -34,8 +34,12 @@ class Case:
     run: Callable[[], None]
 
     @property
+    def dtype_name(self):
+        return SHORT[self.dtype]
+
+    @property
     def label(self):
-        return f"{self.op} {SHORT[self.dtype]} D={self.dim} {self.options}"
+        return f"{self.op} {self.dtype_name} D={self.dim} {self.options}"
 
 
 @contextlib.contextmanager

@@ -113,7 +113,7 @@ def test_split_cuda_name():
 # Compiled for sm_90 in a child process: the stand-in driver needs TRITON_INTERPRET unset when triton decorates.
 TRITON_SCRIPT = textwrap.dedent('''
     import json, sys
-    import kernel_check, standin_driver, kernel_cases
+    import kernel_check, standin_driver
     import torch, triton, triton.language as tl
 
     @triton.jit
@@ -137,9 +137,10 @@ TRITON_SCRIPT = textwrap.dedent('''
     def tuned_kernel(X):
         tl.store(X + tl.arange(0, 32), 1.0)
 
-    class Case:
+    class Case:  # as kernel_cases.Case: the launching op's name, input dtype and D
+        op = "info_nce"
         dim = 64
-        dtype = torch.float16
+        dtype_name = "fp16"
 
     out = {}
     with standin_driver.active():
@@ -152,7 +153,6 @@ TRITON_SCRIPT = textwrap.dedent('''
         compiled = {k.kernel.hash: k for k in standin_driver.captured()}
         for i, (h, grid) in enumerate(standin_driver.launches()):
             row = kernel_check._triton_row(Case, compiled[h], grid)
-            row.op = "info_nce"
             out[f"{row.kernel}{i}"] = dict(failures=kernel_check.check(row), stack=row.sass.stack,
                                            tensor_core=row.sass.tensor_core, ffma=row.sass.ffma, matmul=row.matmul,
                                            config=row.config)
