@@ -97,8 +97,17 @@ def _module_source(module):
     return "kernels/" + module.rsplit(".", 1)[-1] + ".py"
 
 
+_SASS = {}  # compiled kernel hash -> its Sass: cases share kernels, and each cuobjdump run costs ~0.5 s
+
+
+def _sass_of(compiled):
+    if compiled.kernel.hash not in _SASS:
+        _SASS[compiled.kernel.hash] = next(iter(sass.summarise(compiled.kernel.asm["cubin"]).values()))
+    return _SASS[compiled.kernel.hash]
+
+
 def _triton_row(case, compiled, grid):
-    meta, info = compiled.kernel.metadata, next(iter(sass.summarise(compiled.kernel.asm["cubin"]).values()))
+    meta, info = compiled.kernel.metadata, _sass_of(compiled)
     threads, shared = meta.num_warps * 32, max(meta.shared, info.static_shared)
     config = _constexprs(compiled) + [f"warps={meta.num_warps}", f"stages={meta.num_stages}",
                                       "grid=" + "x".join(map(str, grid))]
