@@ -21,7 +21,7 @@ SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*) setup.py pyproject.toml
 $(VENV)/.deps: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q $(TORCH) "triton>=3.6" numpy ninja setuptools wheel
-	$(PIP) install -q pytest pytest-benchmark hypothesis expecttest matplotlib tqdm
+	$(PIP) install -q pytest pytest-benchmark hypothesis expecttest matplotlib tqdm kornia pillow
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)
@@ -78,4 +78,4 @@ reproduce: setup
 	$(PY) benchmarks/reproduce.py
 
 clean:
-	rm -rf build $(VENV) simvae_fast/*.so
+	rm -rf build $(VENV) simvae_fast/*.so simvae_fast/_build_info.json

@@ -8,15 +8,16 @@ images (math doc §5) except the number of epochs: the same MLP encoder (784-200
 -10 for SimCLR's representation h, then its projection head), D = 10, J = 2 views of the official augmentations
 (random resized crop 0.4-1, vertical flip), 64 images a step, Adam lr 8e-5 (eps 1e-4), sum over the batch; the
 same seeds for every method (the model's initialisation, data order, augmentations and noise derive from it).
-Each run is then evaluated on content (linear and MLP probes of the class, validation-chosen epoch, and kNN
-accuracy) and style (simvae_fast.style: vertical flip, crop scale and position) and kept in
+Each run is then evaluated on content (linear and MLP probes of the class, the official 200 probe epochs,
+validation-chosen epoch, and kNN accuracy) and style (simvae_fast.style: vertical flip, crop scale and position) and kept in
 <runs>/<dataset>/<method>-seed<seed>/. A run whose results.json holds the same configuration is reused, so an
 interrupted reproduction continues where it stopped. Runs go `--jobs` at a time, one thread each (on a 2-core
 machine two one-thread runs do 1.6x the steps of one two-thread run: the MLP's matrices are small).
 
-Budget (the defaults): 6 epochs a run, 3 seeds, both datasets: 18 runs in 70 minutes (measured) on this project's
-2-core CPU machines with --jobs 2 — the time a session has. The paper trains 400 epochs; at 6 epochs every model
-is far from converged, so the results say what holds early in training, not at the paper's budget.
+Budget (the defaults): 6 epochs a run, 3 seeds, both datasets: 18 runs in 70 minutes (measured, with 20-epoch
+probes, on an idle machine) on this project's 2-core CPU machines with --jobs 2; the 200-epoch probes add about a
+minute of one-thread compute a run. The paper trains 400 epochs; at 6 epochs every model is far from converged,
+so the results say what holds early in training, not at the paper's budget.
 Writes <results-dir>/reproduction.md (tables of mean ± std over seeds, the claims checked against them, the
 command, budget, machine and date), reproduction_runs.csv (every run) and reproduction.png (bar chart).
 """

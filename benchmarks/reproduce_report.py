@@ -23,9 +23,9 @@ METHOD_NAMES = {"simvae": "SimVAE", "vae": "VAE", "simclr": "SimCLR"}
 DATASET_NAMES = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
 # (group, label, path into a run's results.json)
 METRICS = [
-    ("content", "linear acc", ("linear", "test_acc")),
-    ("content", "MLP acc", ("mlp", "test_acc")),
-    ("content", "kNN acc", ("knn", "test_acc")),
+    ("content", "linear acc", ("content", "class", "linear", "test_acc")),
+    ("content", "MLP acc", ("content", "class", "mlp", "test_acc")),
+    ("content", "kNN acc", ("content", "class", "knn", "test_acc")),
     ("style", "flip acc, linear", ("style", "flip", "linear", "test_acc")),
     ("style", "flip acc, MLP", ("style", "flip", "mlp", "test_acc")),
     ("style", "scale R², linear", ("style", "scale", "linear", "test_r2")),

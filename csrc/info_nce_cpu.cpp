@@ -1,49 +1,84 @@
-// InfoNCE / NT-Xent over groups of views on the CPU, without any N x N buffer (math doc §4).
+// InfoNCE / NT-Xent over groups of views on the CPU: each pair of rows multiplied once, no N x N buffer
+// (math doc §4, "The symmetric form").
 //
-// z: [G, J, D] -> N = G*J rows z_i.  n_i = ||z_i||, c_i = 1/max(n_i, eps) with normalize (F.normalize,
-// eps = 1e-12; a zero row stays zero), else c_i = 1.  u_i = c_i z_i, scale = 1/tau, and the logits are
-//     s_ik = scale * c_i * c_k * (z_i . z_k),
-// so the products run on z itself (no normalised copy) and the norms enter as row/column factors.
+// z: [G, J, D] -> N = G*J rows z_i.  c_i = 1/max(||z_i||, eps) with normalize (F.normalize, eps = 1e-12; a zero
+// row stays zero), else c_i = 1.  u_i = c_i z_i (U: one [N, D] copy, none for unnormalised fp32/fp64), scale =
+// 1/tau, logits s_ik = scale (u_i . u_k), lse_i = LSE_{k != i} s_ik.  Positives P(i) = the other J-1 views of
+// i's group, O(N J D) in a per-row pass:  pos_i = (1/(J-1)) sum_p s_ip ("mean") or LSE_p s_ip ("logsumexp");
+// loss_i = lse_i - pos_i.
 //
-// Forward, per row:  lse_i = LSE_{k != i} s_ik  over row tiles: S = Z[I] Z^T into a preallocated [T, N]
-// buffer (at::mm, BLAS), then per row a max pass and a sum-of-exp pass (stable for every tau and for
-// unnormalised rows: exp(s - max) <= 1).  A NaN anywhere in a row's logits enters its sum and makes
-// lse_i NaN.  Positives P(i) = the other J-1 views of i's group, O(N J D) apart from the tiles:
-//     pos_i = (1/(J-1)) sum_p s_ip  ("mean")   or   LSE_p s_ip  ("logsumexp");   loss_i = lse_i - pos_i.
+// Forward.  s_ik = s_ki, so the N^2 logits come from the upper triangle alone.  Rows are cut into blocks of B
+// rows (B <= 512) and blocks into tiles of T = 128 rows.  For a tile of rows I and a block of columns K one BLAS
+// product gives S = scale U_I U_K^T ([T, B]); S updates the running (max m, sum of exp l) of the rows of I
+// (over the columns of K) and of the rows of K (over the rows of I).  Every pair of blocks a <= c is visited
+// once; for a = c the tile's columns start at its own first row and its [T, T] diagonal square updates its
+// rows only, over both triangles (k != i), so that every ordered pair is counted exactly once.
+// One exp per logit for both sides: with the tile's largest logit t,
+//     e_ik = exp(s_ik - t),  row part (t, sum_k e_ik),  column part (t, sum_i e_ik),
+// merged into the running pairs by  m' = max(m, t),  l' = l e^{m - m'} + l_t e^{t - m'}.  This is exact to
+// rounding while every row's and column's maximum in the tile is within kSpread of t (each one's largest term
+// is then >= e^-kSpread, far above the smallest normal number, so no term that matters underflows; always so
+// with normalize and tau >= 2/kSpread).  A tile with a wider spread (tau = 0.01 between clusters, unnormalised
+// rows of very different norms) shifts its rows by their own maxima and its columns by theirs: two exps per
+// logit, equally exact.  The maxima are NaN-sticky, so a NaN logit makes every lse whose sum contains it NaN.
 //
-// Backward, with upstream weights w_i = dloss/dloss_i (any reduction): with P_ik = exp(s_ik - lse_i)
-// (k != i), W_ip = 1/(J-1) or exp(s_ip - pos_i), G_ik = w_i (P_ik - W_ik):
-//     dL/du_i   = scale * sum_k (G_ik + G_ki) u_k = scale * sum_k (G_ik + G_ki) c_k z_k
-//     dL/dscale = sum_ik G_ik (u_i . u_k),          dL/dtau = -scale^2 dL/dscale
-//     dL/dz_i   = c_i (dL/du_i - u_i (u_i . dL/du_i))  if n_i >= eps (normalize), c_i dL/du_i otherwise.
-// s is symmetric, so one recomputed row tile S[I, :] gives both G_ik = w_i exp(s_ik - lse_i) and
-// G_ki = w_k exp(s_ik - lse_k) (lse of every row is known): the row tile's M = (G + G^T)[I, :] * c_k
-// becomes dL/du[I] / scale = M Z through one more at::mm, and every row of du is owned by one tile, so
-// there are no races and no atomics (cost: 2 N^2 exps and 4 N^2 D flops).  The positive part of G + G^T
-// (-w_i W_ip - w_p W_pi on the J-1 partners) is added per row afterwards.  Extra memory: the [T, N]
-// tile, an fp32/fp64 copy of z only for half-precision inputs, du for half-precision inputs, O(N) vectors.
+// Backward, with upstream weights w_i = dloss/dloss_i (any reduction): P_ik = exp(s_ik - lse_i) (k != i),
+// W_ip = 1/(J-1) or exp(s_ip - pos_i), G_ik = w_i (P_ik - W_ik):
+//     dL/du_i   = scale sum_k M_ik u_k,   M = G + G^T (symmetric),
+//     dL/dscale = sum_ik G_ik (u_i . u_k),   dL/dtau = -scale^2 dL/dscale,
+//     dL/dz_i   = c_i (dL/du_i - u_i (u_i . dL/du_i))  if ||z_i|| > eps (normalize), c_i dL/du_i otherwise.
+// The same tiles recompute S = scale U_I U_K^T; on S, M's negative part M_ik = w_i e^{s_ik - lse_i} +
+// w_k e^{s_ik - lse_k} (lse of every row is saved) overwrites S, and two more BLAS products give
+//     dU_I += M U_K  (rows),   dU_K += M^T U_I  (columns; not for the diagonal square, whose rows take both
+// triangles).  dL/dscale gathers M_ik (u_i . u_k) per pair (g_ik (u_i . u_k) per ordered pair in the square).
+// The positive part of M (-w_i W_ip - w_p W_pi on the J-1 partners) is subtracted in the per-row pass.
 //
-// Speed: with scalar std::exp the N^2 (forward) and 2 N^2 (backward) exps cost more than the BLAS products,
-// so the per-row loops are explicit SIMD with a branch-free fp32 exp (fp64 keeps std::exp), compiled twice, for
-// AVX2 + FMA and for the baseline, the loader picking the clone the CPU supports (target_clones).
+// Counts (N rows, D dims; B, T << N): forward N^2 D FLOPs (one [T, D] x [D, B] product per tile) and N^2/2 exps;
+// backward 3 N^2 D FLOPs (the recomputed tile, M U_K and M^T U_I) and N^2 exps; in all 4 N^2 D FLOPs and
+// 1.5 N^2 exps, against 6 N^2 D and 3 N^2 when every row streams every column.  Extra terms: the diagonal
+// squares (N T D FLOPs per product), the merges (2 N^2 (1/T + 1/B) exps), the wide-spread tiles' second exp.
+//
+// No races, same result on every run and for every thread count: a block pair writes the running (m, l), dU
+// and the dL/dscale parts of the rows of its two blocks only.  The pairs run in rounds in which no two pairs
+// share a block: first the diagonal pairs (a, a), then blocks-1 rounds of disjoint pairs (the round-robin
+// "circle" schedule).  Rounds run one after the other and a round's pairs are handed to the threads through an
+// atomic counter (within a round, a thread slowed by another process leaves its share to the others), so every
+// row's updates come in the same order whatever thread ran them; B depends on N only.  The BLAS calls inside
+// run single-threaded.  (Tried: no barriers, a pair waiting only for the earlier pairs on its blocks, by
+// spinning or sleeping; no faster here, on a loaded machine: not kept.)
+// Extra memory: U (and an fp32 copy of half-precision z), dU for half-precision z, per thread one [T, B] tile,
+// O(N) vectors: O(N D + T B threads).
+//
+// Speed: the per-row loops are explicit SIMD with a branch-free fp32 exp (fp64 keeps std::exp), compiled twice,
+// for AVX2 + FMA and for the baseline, the loader picking the clone the CPU supports (target_clones).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
 
-constexpr int64_t kTileRows = 64;  // a [64, N] logits tile per thread: O(N * tile * threads) memory
-constexpr double kNormEps = 1e-12;  // F.normalize's eps
+constexpr int64_t kTileRows = 128;   // T: rows of a logits tile
+constexpr int64_t kBlockRows = 512;  // the largest B (a multiple of T); a tile is [T, B] at most
+constexpr int64_t kBlocksWanted = 16;  // smaller N: smaller blocks, so that every round has pairs for the threads
+constexpr double kNormEps = 1e-12;   // F.normalize's eps
+
+template <typename acc_t> constexpr acc_t kSpread = 64;  // e^-64 ~ 1.6e-28 >> FLT_MIN / FLT_EPSILON ~ 2e-31
+template <> constexpr double kSpread<double> = 512;     // e^-512 ~ 4e-223 >> DBL_MIN / DBL_EPSILON ~ 1e-292
 
 at::ScalarType accumulation_type(const at::Tensor& z) {
   return z.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -63,24 +98,29 @@ at::Tensor rows_of(const at::Tensor& z) {
 }
 
 template <typename acc_t>
-std::vector<acc_t> inverse_norms(const acc_t* z, int64_t N, int64_t D, bool normalize) {
-  std::vector<acc_t> inv(N, acc_t(1));
-  if (!normalize) return inv;
-  at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      acc_t sq = 0;
-      for (int64_t d = 0; d < D; ++d) sq += z[i * D + d] * z[i * D + d];
-      inv[i] = acc_t(1) / std::max(std::sqrt(sq), acc_t(kNormEps));
-    }
-  });
-  return inv;
-}
-
-template <typename acc_t>
 acc_t dot(const acc_t* a, const acc_t* b, int64_t D) {
   acc_t s = 0;
   for (int64_t d = 0; d < D; ++d) s += a[d] * b[d];
   return s;
+}
+
+// U = diag(c) Z (zr itself without normalize) and c.
+template <typename acc_t>
+at::Tensor unit_rows(const at::Tensor& zr, bool normalize, std::vector<acc_t>& inv) {
+  const int64_t N = zr.size(0), D = zr.size(1);
+  inv.assign(N, acc_t(1));
+  if (!normalize) return zr;
+  at::Tensor U = at::empty_like(zr);
+  const acc_t* z = zr.data_ptr<acc_t>();
+  acc_t* u = U.data_ptr<acc_t>();
+  at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const acc_t* zi = z + i * D;
+      inv[i] = acc_t(1) / std::max(std::sqrt(dot(zi, zi, D)), acc_t(kNormEps));
+      for (int64_t d = 0; d < D; ++d) u[i * D + d] = inv[i] * zi[d];
+    }
+  });
+  return U;
 }
 
 // The row kernels are explicit SIMD over GCC/Clang vector types, so that the fp32 exp below runs eight
@@ -105,9 +145,15 @@ template <> struct Simd<double> { using type = double; static constexpr int64_t 
 SIMD_INLINE f32x8 splat(float v) { return f32x8{} + v; }
 SIMD_INLINE float lane_sum(f32x8 v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
 SIMD_INLINE double lane_sum(double v) { return v; }
-SIMD_INLINE float lane_max(f32x8 v) {  // drops NaN lanes like std::max, which is all row_max needs
+
+// max(a, b) that keeps a NaN of either side (a NaN in a stays: b > NaN and b != b are both false).
+template <typename V>
+SIMD_INLINE V sticky_max(V a, V b) {
+  return (b > a) | (b != b) ? b : a;
+}
+SIMD_INLINE float lane_max(f32x8 v) {
   float m = v[0];
-  for (int j = 1; j < 8; ++j) m = std::max(m, v[j]);
+  for (int j = 1; j < 8; ++j) m = sticky_max(m, v[j]);
   return m;
 }
 SIMD_INLINE double lane_max(double v) { return v; }
@@ -176,115 +222,226 @@ SIMD_INLINE f32x8 exp_approx(f32x8 x) {
 }
 SIMD_INLINE double exp_approx(double x) { return std::exp(x); }
 
-// The row kernels run over k in [k0, k1) (callers skip the diagonal with two calls), compiled for AVX2 + FMA
-// and for the baseline.
+// The row kernels run over the columns [k0, k1) of one row of a tile (callers skip the diagonal with two
+// calls), compiled for AVX2 + FMA and for the baseline.
 #define SIMVAE_ROW_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
 
-// max_k s_ik with s_ik = a * inv[k] * S[k] (a = scale c_i).  NaNs may be dropped: the sum in row_sum_exp
-// is NaN then anyway.
-template <typename acc_t>
-SIMVAE_ROW_KERNEL acc_t row_max(const acc_t* S, const acc_t* inv, acc_t a, int64_t k0, int64_t k1, acc_t m) {
+// Forward, first pass: returns max(m, max_k s_k), s_k = scale S[k] (NaN-sticky); kColumns: also
+// col_max[k] = max(col_max[k], s_k).
+template <bool kColumns, typename acc_t>
+SIMVAE_ROW_KERNEL acc_t logit_max(const acc_t* S, acc_t scale, int64_t k0, int64_t k1, acc_t* col_max, acc_t m) {
   using V = typename Simd<acc_t>::type;
   constexpr int64_t L = Simd<acc_t>::lanes;
   const acc_t ninf = -std::numeric_limits<acc_t>::infinity();
   V mv = V{} + ninf;
   for (int64_t k = k0; k < k1; k += L) {
     const int64_t n = std::min(L, k1 - k);
-    const V s = first_lanes(a * load(inv + k, n) * load(S + k, n), n, ninf);
-    mv = mv < s ? s : mv;
+    const V s = first_lanes(scale * load(S + k, n), n, ninf);
+    mv = sticky_max(mv, s);
+    if constexpr (kColumns) store(col_max + k, sticky_max(load(col_max + k, n), s), n);
   }
-  return std::max(m, lane_max(mv));
+  return sticky_max(m, lane_max(mv));
 }
 
-// sum_k exp(s_ik - m).
-template <typename acc_t>
-SIMVAE_ROW_KERNEL acc_t row_sum_exp(const acc_t* S, const acc_t* inv, acc_t a, acc_t m, int64_t k0, int64_t k1,
-                                    acc_t sum) {
+// Forward, second pass: returns sum + sum_k e_k, e_k = exp(scale S[k] - shift); kColumns: also col_sum[k] += e_k.
+template <bool kColumns, typename acc_t>
+SIMVAE_ROW_KERNEL acc_t logit_sum_exp(const acc_t* S, acc_t scale, acc_t shift, int64_t k0, int64_t k1,
+                                      acc_t* col_sum, acc_t sum) {
   using V = typename Simd<acc_t>::type;
   constexpr int64_t L = Simd<acc_t>::lanes;
   V acc = V{};
   for (int64_t k = k0; k < k1; k += L) {
     const int64_t n = std::min(L, k1 - k);
-    acc += first_lanes(exp_approx(a * load(inv + k, n) * load(S + k, n) - m), n, acc_t(0));
+    const V e = first_lanes(exp_approx(scale * load(S + k, n) - shift), n, acc_t(0));
+    acc += e;
+    if constexpr (kColumns) store(col_sum + k, load(col_sum + k, n) + e, n);
   }
   return sum + lane_sum(acc);
 }
 
-// Backward, row i: M[k] <- (G_ik + G_ki) c_k from M[k] = z_i . z_k; returns sum_k G_ik (u_i . u_k).
+// Forward, second pass of a wide-spread tile, the columns' side: col_sum[k] += exp(scale S[k] - col_max[k]).
 template <typename acc_t>
-SIMVAE_ROW_KERNEL acc_t row_grad(acc_t* M, const acc_t* inv, const acc_t* w, const acc_t* lse, acc_t c_i,
-                                 acc_t w_i, acc_t lse_i, acc_t scale, int64_t k0, int64_t k1, acc_t ds) {
+SIMVAE_ROW_KERNEL void column_sum_exp(const acc_t* S, acc_t scale, const acc_t* col_max, int64_t k0, int64_t k1,
+                                      acc_t* col_sum) {
+  using V = typename Simd<acc_t>::type;
+  constexpr int64_t L = Simd<acc_t>::lanes;
+  for (int64_t k = k0; k < k1; k += L) {
+    const int64_t n = std::min(L, k1 - k);
+    store(col_sum + k, load(col_sum + k, n) + exp_approx(scale * load(S + k, n) - load(col_max + k, n)), n);
+  }
+}
+
+// (m[j], l[j]) <- (m[j], l[j]) merged with (m2[j], l2[j]) for j < n: m' = max(m, m2) (NaN-sticky),
+// l' = l e^{m - m'} + l2 e^{m2 - m'}; a part with m2 = -inf (every logit -inf) is empty and leaves the pair.
+template <typename acc_t>
+SIMVAE_ROW_KERNEL void merge_lse(acc_t* m, acc_t* l, const acc_t* m2, const acc_t* l2, int64_t n_total) {
+  using V = typename Simd<acc_t>::type;
+  constexpr int64_t L = Simd<acc_t>::lanes;
+  const V ninf = V{} - std::numeric_limits<acc_t>::infinity();
+  for (int64_t j = 0; j < n_total; j += L) {
+    const int64_t n = std::min(L, n_total - j);
+    const V mo = load(m + j, n), lo = load(l + j, n), mp = load(m2 + j, n), lp = load(l2 + j, n);
+    const V mn = sticky_max(mo, mp);
+    const V ln = lo * exp_approx(mo - mn) + lp * exp_approx(mp - mn);
+    store(m + j, mp == ninf ? mo : mn, n);
+    store(l + j, mp == ninf ? lo : ln, n);
+  }
+}
+
+// Backward, one row i of a tile: S[k] = u_i . u_k  <-  M_ik = g_ik + g_ki, g_ik = w_i exp(scale S[k] - lse_i),
+// g_ki = w[k] exp(scale S[k] - lse[k]); returns ds + sum_k M_ik S[k] (kPairs: each unordered pair once) or
+// ds + sum_k g_ik S[k] (each ordered pair in its row, for the diagonal square).
+template <bool kPairs, typename acc_t>
+SIMVAE_ROW_KERNEL acc_t pair_grad(acc_t* S, const acc_t* w, const acc_t* lse, acc_t w_i, acc_t lse_i, acc_t scale,
+                                  int64_t k0, int64_t k1, acc_t ds) {
   using V = typename Simd<acc_t>::type;
   constexpr int64_t L = Simd<acc_t>::lanes;
   V acc = V{};
   for (int64_t k = k0; k < k1; k += L) {
     const int64_t n = std::min(L, k1 - k);
-    const V c = load(inv + k, n);
-    const V uu = c_i * c * load(M + k, n);  // u_i . u_k
+    const V uu = load(S + k, n);
     const V g_ik = w_i * exp_approx(scale * uu - lse_i);
     const V g_ki = load(w + k, n) * exp_approx(scale * uu - load(lse + k, n));
-    acc += first_lanes(g_ik * uu, n, acc_t(0));
-    store(M + k, (g_ik + g_ki) * c, n);
+    acc += first_lanes((kPairs ? g_ik + g_ki : g_ik) * uu, n, acc_t(0));
+    store(S + k, g_ik + g_ki, n);
   }
   return ds + lane_sum(acc);
 }
 
-// Calls body(i0, rows, S) for each row tile, S = Z[i0 : i0 + rows] Z^T as a [rows, N] tensor (row-major).
-// Tiles are spread over the threads, each with its own [T, N] buffer; body runs single-threaded, and so
-// does the at::mm inside a parallel region (small-M BLAS calls scale badly across threads).
-template <typename Body>
-void for_each_row_tile(const at::Tensor& zr, Body body) {
-  const int64_t N = zr.size(0);
-  const int64_t tile = std::min(kTileRows, N);
-  const int64_t tiles = (N + tile - 1) / tile;
-  at::parallel_for(0, tiles, 1, [&](int64_t t_begin, int64_t t_end) {
-    at::Tensor buffer = at::empty({tile, N}, zr.options());
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      const int64_t i0 = t * tile, rows = std::min(tile, N - i0);
-      at::Tensor S = buffer.narrow(0, 0, rows);
-      at::mm_out(S, zr.narrow(0, i0, rows), zr.t());
-      body(i0, rows, S);
+// Rows per block: about N / kBlocksWanted, a multiple of T, at most kBlockRows.  Depends on N only.
+int64_t block_rows(int64_t N) {
+  const int64_t want = (N + kBlocksWanted - 1) / kBlocksWanted;
+  return std::min(kBlockRows, std::max(kTileRows, (want + kTileRows - 1) / kTileRows * kTileRows));
+}
+
+// Calls work(a, c, buffer) once for every pair of blocks a <= c, in rounds of pairs that share no block (see the
+// header): the diagonal pairs, then the circle schedule over an even number of slots (a slot past the last
+// block is a bye).  buffer: per thread, (kTileRows + 2) * kBlockRows + 2 * kTileRows elements of `options`.
+template <typename Work>
+void for_each_block_pair(int64_t blocks, const at::TensorOptions& options, const Work& work) {
+  std::vector<std::pair<int64_t, int64_t>> round;
+  const auto run_round = [&] {
+    const int64_t pairs = static_cast<int64_t>(round.size());
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, pairs, 1, [&](int64_t, int64_t) {
+      at::Tensor buffer = at::empty({(kTileRows + 2) * kBlockRows + 2 * kTileRows}, options);
+      for (int64_t j = next++; j < pairs; j = next++) work(round[j].first, round[j].second, buffer);
+    });
+  };
+  for (int64_t a = 0; a < blocks; ++a) round.emplace_back(a, a);
+  run_round();
+  const int64_t slots = blocks + (blocks & 1), turning = slots - 1;
+  for (int64_t r = 0; r + 1 < slots; ++r) {
+    round.clear();
+    const auto add = [&](int64_t a, int64_t c) {
+      if (a < blocks && c < blocks) round.emplace_back(std::min(a, c), std::max(a, c));
+    };
+    add(r, turning);
+    for (int64_t i = 1; i < slots / 2; ++i) add((r + i) % turning, (r - i + turning) % turning);
+    run_round();
+  }
+}
+
+// The tiles of block pair (a, c): tile(i0, rows, k0, cols, diagonal) for each tile of rows of block a, columns
+// [k0, k0 + cols) = block c, or for a = c the rest of the block from the tile's first row (the first `rows`
+// columns then are the tile's diagonal square).
+template <typename Tile>
+void for_each_tile(int64_t N, int64_t block, int64_t a, int64_t c, const Tile& tile) {
+  const int64_t a_end = std::min(N, (a + 1) * block), c_end = std::min(N, (c + 1) * block);
+  for (int64_t i0 = a * block; i0 < a_end; i0 += kTileRows) {
+    const int64_t rows = std::min(kTileRows, a_end - i0);
+    const int64_t k0 = a == c ? i0 : c * block;
+    tile(i0, rows, k0, c_end - k0, a == c);
+  }
+}
+
+// S = U[i0 : i0 + rows] U[k0 : k0 + cols]^T into the front of buffer, as a contiguous [rows, cols] tensor.
+at::Tensor tile_products(const at::Tensor& U, const at::Tensor& buffer, int64_t i0, int64_t rows, int64_t k0,
+                         int64_t cols) {
+  at::Tensor S = buffer.narrow(0, 0, rows * cols).view({rows, cols});
+  at::mm_out(S, U.narrow(0, i0, rows), U.narrow(0, k0, cols).t());
+  return S;
+}
+
+// Forward of one tile S (rows x cols, u_i . u_k): merges its row and column parts into (m, l).
+template <typename acc_t>
+void forward_tile(const acc_t* S, int64_t rows, int64_t cols, bool diagonal, acc_t scale, int64_t i0, int64_t k0,
+                  acc_t* m, acc_t* l, acc_t* scratch) {
+  constexpr acc_t ninf = -std::numeric_limits<acc_t>::infinity();
+  const int64_t sq = diagonal ? rows : 0;  // columns [sq, cols) are the symmetric part
+  acc_t* col_max = scratch;
+  acc_t* col_sum = col_max + kBlockRows;
+  acc_t* row_max = col_sum + kBlockRows;
+  acc_t* row_sum = row_max + kTileRows;
+  std::fill(col_max + sq, col_max + cols, ninf);
+  std::fill(col_sum + sq, col_sum + cols, acc_t(0));
+  acc_t tile_max = ninf;
+  for (int64_t r = 0; r < rows; ++r) {
+    const acc_t* Sr = S + r * cols;
+    acc_t mx = diagonal ? logit_max<false>(Sr, scale, r + 1, sq, col_max, logit_max<false>(Sr, scale, 0, r, col_max, ninf))
+                        : ninf;
+    row_max[r] = logit_max<true>(Sr, scale, sq, cols, col_max, mx);
+    tile_max = sticky_max(tile_max, row_max[r]);
+  }
+  if (tile_max == ninf) return;  // no logit but -inf (a 1 x 1 diagonal tile): nothing to add
+  bool one_shift = true;
+  for (int64_t r = 0; r < rows; ++r) one_shift &= !(row_max[r] < tile_max - kSpread<acc_t>);
+  for (int64_t k = sq; k < cols; ++k) one_shift &= !(col_max[k] < tile_max - kSpread<acc_t>);
+  for (int64_t r = 0; r < rows; ++r) {
+    const acc_t* Sr = S + r * cols;
+    const acc_t shift = one_shift ? tile_max : row_max[r];
+    acc_t sum = 0;
+    if (shift != ninf) {
+      if (diagonal) sum = logit_sum_exp<false>(Sr, scale, shift, r + 1, sq, col_sum,
+                                               logit_sum_exp<false>(Sr, scale, shift, 0, r, col_sum, sum));
+      if (one_shift) {
+        sum = logit_sum_exp<true>(Sr, scale, shift, sq, cols, col_sum, sum);
+      } else {
+        sum = logit_sum_exp<false>(Sr, scale, shift, sq, cols, col_sum, sum);
+        column_sum_exp(Sr, scale, col_max, sq, cols, col_sum);
+      }
     }
-  });
+    row_sum[r] = sum;
+  }
+  if (one_shift) {
+    std::fill(row_max, row_max + rows, tile_max);
+    std::fill(col_max + sq, col_max + cols, tile_max);
+  }
+  merge_lse(m + i0, l + i0, row_max, row_sum, rows);
+  merge_lse(m + k0 + sq, l + k0 + sq, col_max + sq, col_sum + sq, cols - sq);
 }
 
 template <typename acc_t>
-void forward_impl(const at::Tensor& zr, int64_t J, acc_t scale, bool normalize, bool positives_lse,
-                  acc_t* loss, acc_t* lse, acc_t* pos) {
-  const int64_t N = zr.size(0), D = zr.size(1);
-  const acc_t* z = zr.data_ptr<acc_t>();
-  const std::vector<acc_t> inv = inverse_norms(z, N, D, normalize);
+void forward_impl(const at::Tensor& U, int64_t J, acc_t scale, bool positives_lse, acc_t* loss, acc_t* lse,
+                  acc_t* pos) {
+  const int64_t N = U.size(0), D = U.size(1), block = block_rows(N);
+  const acc_t* u = U.data_ptr<acc_t>();
+  std::vector<acc_t> m(N, -std::numeric_limits<acc_t>::infinity()), l(N, acc_t(0));
 
-  for_each_row_tile(zr, [&](int64_t i0, int64_t rows, const at::Tensor& S_tile) {
-    const acc_t* S = S_tile.data_ptr<acc_t>();
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = i0 + r;
-      const acc_t* Si = S + r * N;
-      const acc_t* c = inv.data();
-      const acc_t a = scale * inv[i];
-      acc_t m = row_max(Si, c, a, 0, i, -std::numeric_limits<acc_t>::infinity());
-      m = row_max(Si, c, a, i + 1, N, m);
-      acc_t sum = row_sum_exp(Si, c, a, m, 0, i, acc_t(0));  // a NaN logit (NaN in z) makes lse_i NaN
-      sum = row_sum_exp(Si, c, a, m, i + 1, N, sum);
-      lse[i] = m + std::log(sum);
-    }
+  for_each_block_pair((N + block - 1) / block, U.options(), [&](int64_t a, int64_t c, const at::Tensor& buffer) {
+    acc_t* scratch = buffer.data_ptr<acc_t>() + kTileRows * kBlockRows;
+    for_each_tile(N, block, a, c, [&](int64_t i0, int64_t rows, int64_t k0, int64_t cols, bool diagonal) {
+      const at::Tensor S = tile_products(U, buffer, i0, rows, k0, cols);
+      forward_tile(S.data_ptr<acc_t>(), rows, cols, diagonal, scale, i0, k0, m.data(), l.data(), scratch);
+    });
   });
 
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
+      lse[i] = m[i] + std::log(l[i]);
       const int64_t g0 = (i / J) * J;
-      acc_t m = -std::numeric_limits<acc_t>::infinity(), total = 0;
+      acc_t mx = -std::numeric_limits<acc_t>::infinity(), total = 0;
       for (int64_t p = g0; p < g0 + J; ++p) {
         if (p == i) continue;
-        const acc_t s = scale * inv[i] * inv[p] * dot(z + i * D, z + p * D, D);
+        const acc_t s = scale * dot(u + i * D, u + p * D, D);
         total += s;
-        m = std::max(m, s);
+        mx = std::max(mx, s);
       }
       if (positives_lse) {
         acc_t sum = total - total;  // 0, or NaN when a positive logit is NaN
         for (int64_t p = g0; p < g0 + J; ++p)
-          if (p != i) sum += std::exp(scale * inv[i] * inv[p] * dot(z + i * D, z + p * D, D) - m);
-        pos[i] = m + std::log(sum);
+          if (p != i) sum += std::exp(scale * dot(u + i * D, u + p * D, D) - mx);
+        pos[i] = mx + std::log(sum);
       } else {
         pos[i] = total / acc_t(J - 1);
       }
@@ -293,51 +450,58 @@ void forward_impl(const at::Tensor& zr, int64_t J, acc_t scale, bool normalize, 
   });
 }
 
-// Writes dL/dz (accumulation type, [N, D]) into dz and returns dL/dscale.
+// Writes dL/dz (accumulation type, [N, D], zero on entry) into dz_t and returns dL/dscale.
 template <typename acc_t>
-acc_t backward_impl(const at::Tensor& zr, int64_t J, acc_t scale, bool normalize, bool positives_lse,
-                    const acc_t* w, const acc_t* lse, const acc_t* pos, const at::Tensor& dz_t) {
-  const int64_t N = zr.size(0), D = zr.size(1);
-  const acc_t* z = zr.data_ptr<acc_t>();
+acc_t backward_impl(const at::Tensor& U, const std::vector<acc_t>& inv, int64_t J, acc_t scale, bool normalize,
+                    bool positives_lse, const acc_t* w, const acc_t* lse, const acc_t* pos, const at::Tensor& dz_t) {
+  const int64_t N = U.size(0), D = U.size(1), block = block_rows(N);
+  const acc_t* u = U.data_ptr<acc_t>();
   acc_t* dz = dz_t.data_ptr<acc_t>();
-  const std::vector<acc_t> inv = inverse_norms(z, N, D, normalize);
   std::vector<acc_t> row_dscale(N, acc_t(0));  // per-row parts of dL/dscale, summed in order at the end
 
-  // dz[I] <- (G + G^T)[I, :] diag(c) Z  (the negatives' part of dL/du / scale).
-  for_each_row_tile(zr, [&](int64_t i0, int64_t rows, const at::Tensor& S_tile) {
-    acc_t* M = S_tile.data_ptr<acc_t>();  // S overwritten in place by M = (G + G^T) c_k
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = i0 + r;
-      acc_t* Mi = M + r * N;
-      const acc_t ds = row_grad(Mi, inv.data(), w, lse, inv[i], w[i], lse[i], scale, 0, i, acc_t(0));
-      row_dscale[i] = row_grad(Mi, inv.data(), w, lse, inv[i], w[i], lse[i], scale, i + 1, N, ds);
-      Mi[i] = 0;
-    }
-    at::Tensor out = dz_t.narrow(0, i0, rows);
-    at::mm_out(out, S_tile, zr);
+  // dz <- (negatives' part of M) U, i.e. the negatives' part of dL/du / scale.
+  for_each_block_pair((N + block - 1) / block, U.options(), [&](int64_t a, int64_t c, const at::Tensor& buffer) {
+    for_each_tile(N, block, a, c, [&](int64_t i0, int64_t rows, int64_t k0, int64_t cols, bool diagonal) {
+      const at::Tensor S = tile_products(U, buffer, i0, rows, k0, cols);
+      acc_t* M = S.data_ptr<acc_t>();  // S overwritten in place by M
+      const int64_t sq = diagonal ? rows : 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r;
+        acc_t* Mr = M + r * cols;
+        acc_t ds = 0;
+        if (diagonal) {
+          ds = pair_grad<false>(Mr, w + k0, lse + k0, w[i], lse[i], scale, 0, r, ds);
+          ds = pair_grad<false>(Mr, w + k0, lse + k0, w[i], lse[i], scale, r + 1, sq, ds);
+          Mr[r] = 0;
+        }
+        row_dscale[i] += pair_grad<true>(Mr, w + k0, lse + k0, w[i], lse[i], scale, sq, cols, ds);
+      }
+      dz_t.narrow(0, i0, rows).addmm_(S, U.narrow(0, k0, cols));
+      if (sq < cols) dz_t.narrow(0, k0 + sq, cols - sq).addmm_(S.narrow(1, sq, cols - sq).t(), U.narrow(0, i0, rows));
+    });
   });
 
   // Per row: subtract the positives' part, scale, and project through the normalisation.
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t g0 = (i / J) * J;
-      const acc_t* zi = z + i * D;
+      const acc_t* ui = u + i * D;
       acc_t* di = dz + i * D;
       for (int64_t p = g0; p < g0 + J; ++p) {
         if (p == i) continue;
-        const acc_t uu = inv[i] * inv[p] * dot(zi, z + p * D, D);
+        const acc_t uu = dot(ui, u + p * D, D);
         const acc_t w_ip = positives_lse ? std::exp(scale * uu - pos[i]) : acc_t(1) / acc_t(J - 1);
         const acc_t w_pi = positives_lse ? std::exp(scale * uu - pos[p]) : acc_t(1) / acc_t(J - 1);
-        const acc_t coeff = (w[i] * w_ip + w[p] * w_pi) * inv[p];
+        const acc_t coeff = w[i] * w_ip + w[p] * w_pi;
         row_dscale[i] -= w[i] * w_ip * uu;
-        for (int64_t d = 0; d < D; ++d) di[d] -= coeff * z[p * D + d];
+        for (int64_t d = 0; d < D; ++d) di[d] -= coeff * u[p * D + d];
       }
       for (int64_t d = 0; d < D; ++d) di[d] *= scale;
       if (!normalize) continue;
       const acc_t c = inv[i];
-      if (c < acc_t(1) / acc_t(kNormEps)) {  // ||z_i|| > eps: (u_i . du_i) u_i = c^2 (z_i . du_i) z_i
-        const acc_t proj = c * c * dot(zi, di, D);
-        for (int64_t d = 0; d < D; ++d) di[d] -= proj * zi[d];
+      if (c < acc_t(1) / acc_t(kNormEps)) {  // ||z_i|| > eps: u_i is a unit vector
+        const acc_t proj = dot(ui, di, D);
+        for (int64_t d = 0; d < D; ++d) di[d] -= proj * ui[d];
       }
       for (int64_t d = 0; d < D; ++d) di[d] *= c;
     }
@@ -356,9 +520,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> info_nce_forward_cpu(const at::Te
   at::Tensor loss = at::empty({N}, zr.options());
   at::Tensor lse = at::empty({N}, zr.options());
   at::Tensor pos = at::empty({N}, zr.options());
+  if (N == 0) return {loss, lse, pos};
   AT_DISPATCH_FLOATING_TYPES(zr.scalar_type(), "info_nce_forward_cpu", [&] {
     const scalar_t scale = scalar_t(1) / temperature.item<scalar_t>();
-    forward_impl<scalar_t>(zr, z.size(1), scale, normalize, positives_logsumexp, loss.data_ptr<scalar_t>(),
+    std::vector<scalar_t> inv;
+    const at::Tensor U = unit_rows(zr, normalize, inv);
+    forward_impl<scalar_t>(U, z.size(1), scale, positives_logsumexp, loss.data_ptr<scalar_t>(),
                            lse.data_ptr<scalar_t>(), pos.data_ptr<scalar_t>());
   });
   return {loss, lse, pos};
@@ -370,18 +537,25 @@ std::tuple<at::Tensor, at::Tensor> info_nce_backward_cpu(const at::Tensor& grad_
                                                          bool positives_logsumexp) {
   check_inputs(z, temperature);
   const at::Tensor zr = rows_of(z);
+  const int64_t N = zr.size(0);
+  TORCH_CHECK(grad_loss.numel() == N && lse.numel() == N && pos.numel() == N,
+              "info_nce_backward: grad_loss, lse and positive must have N = G*J = ", N, " elements");
   const at::Tensor w = grad_loss.to(zr.scalar_type()).contiguous();
-  const at::Tensor lse_c = lse.contiguous(), pos_c = pos.contiguous();
-  at::Tensor dz = at::empty(zr.sizes(), zr.options());
-  at::Tensor dtemp = at::empty({}, temperature.options());
-  AT_DISPATCH_FLOATING_TYPES(zr.scalar_type(), "info_nce_backward_cpu", [&] {
-    const scalar_t tau = temperature.item<scalar_t>();
-    const scalar_t scale = scalar_t(1) / tau;
-    const scalar_t dscale =
-        backward_impl<scalar_t>(zr, z.size(1), scale, normalize, positives_logsumexp, w.data_ptr<scalar_t>(),
-                                lse_c.data_ptr<scalar_t>(), pos_c.data_ptr<scalar_t>(), dz);
-    dtemp.fill_(-dscale * scale * scale);
-  });
+  const at::Tensor lse_c = lse.to(zr.scalar_type()).contiguous(), pos_c = pos.to(zr.scalar_type()).contiguous();
+  at::Tensor dz = at::zeros(zr.sizes(), zr.options());
+  at::Tensor dtemp = at::zeros({}, temperature.options());
+  if (N > 0) {
+    AT_DISPATCH_FLOATING_TYPES(zr.scalar_type(), "info_nce_backward_cpu", [&] {
+      const scalar_t tau = temperature.item<scalar_t>();
+      const scalar_t scale = scalar_t(1) / tau;
+      std::vector<scalar_t> inv;
+      const at::Tensor U = unit_rows(zr, normalize, inv);
+      const scalar_t dscale =
+          backward_impl<scalar_t>(U, inv, z.size(1), scale, normalize, positives_logsumexp, w.data_ptr<scalar_t>(),
+                                  lse_c.data_ptr<scalar_t>(), pos_c.data_ptr<scalar_t>(), dz);
+      dtemp.fill_(-dscale * scale * scale);
+    });
+  }
   return {dz.view(z.sizes()).to(z.scalar_type()), dtemp};
 }
 

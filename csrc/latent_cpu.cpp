@@ -1,19 +1,20 @@
-// Fused latent op on the CPU: reparameterised sample, entropy and grouped-view prior (math doc §2-3),
-// forward and backward, and the schemas of the ops simvae_fast::latent_forward / latent_backward.
+// Fused latent op on the CPU: reparameterised sample, entropy and grouped-view prior (docs/math.md §2-3),
+// forward and backward: the CPU kernels of simvae_fast::latent_forward / latent_backward (schemas in
+// module.cpp), on the LibTorch stable ABI (torch/csrc/stable: one build loads into every torch it targets).
 //
 // Layout: mu, logvar, eps, z are contiguous [G, J, D]; element (g, j, d) is at i = (g·J + j)·D + d.
 // Noise: eps given, or ε_i = tl.randn(seed, offset + i) made here (Philox: philox_avx2.h on AVX2 CPUs,
 // philox.h elsewhere; Box-Muller below), in the forward only for float32/float64, never stored.
-// Work: blocks of groups are handed out to threads (parallel_groups: at::parallel_for, OpenMP); a group is
+// Work: blocks of groups are handed out to threads (parallel_groups: torch's parallel_for, OpenMP); a group is
 // swept in chunks of kChunk dims, and a chunk's J·kChunk values of z (and std·ε) stay in a per-thread
 // scratch in L1, so each input is read once from memory per direction and no G·J·D temporary exists. Each
 // view's row of a chunk is sampled in one pass (exp, z, the z̄ sum and the Σ logvar lanes together); sums
 // are kept per lane and reduced once per group. Inner loops are plain loops over arrays (vectorised by gcc:
 // the exp/log/cos/sqrt below are branch-free); target_clones compiles an AVX2+FMA copy chosen at load time
-// next to the baseline one. Philox is written with AVX2 intrinsics (gcc's vectorisation of its 32×32→64-bit
-// products is shuffle-heavy: ≈ 6× slower).
+// next to the baseline one (target_clones.h: where the compiler and libc support it). Philox is written with
+// AVX2 intrinsics (gcc's vectorisation of its 32×32→64-bit products is shuffle-heavy: ≈ 6× slower).
 //
-// Forward per group (math doc §2-3; coefficients in latent_prior.h):
+// Forward per group (docs/math.md §2-3; coefficients in latent_prior.h):
 //   z_j = μ_j + exp(½ logvar_j) ⊙ ε_j
 //   grouped priors: z̄ = (1/J) Σ_j z_j, S_w = Σ_j ‖z_j − z̄‖² (two passes over the chunk: stable), M = ‖z̄‖²,
 //                   log p = const − within·S_w − mean·M
@@ -32,38 +33,33 @@
 //   re-read). With a bf16 z, z − μ would carry an absolute error ≈ 2⁻⁹|z|, which relative to std·ε is large
 //   whenever std ≪ |μ| (std ≈ 0.1, |μ| ≈ 1 gives ≈ 2% error in the noise part of dlogvar); the regenerated t
 //   is the forward's own fp32 value, so the gradient is exact for the computed forward.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
+#include <string_view>
+#include <tuple>
 
 #include "latent_op_checks.h"
 #include "latent_prior.h"
+#include "op_common.h"
 #include "philox.h"
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#include "target_clones.h"
+#if SIMVAE_HAVE_TARGET_CLONES
 #include "philox_avx2.h"
 #endif
 
-// Helpers are always_inline: gcc does not inline a plain function into a target_clones copy of another
-// architecture, and a call in a loop stops its vectorisation.
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define SIMVAE_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SIMVAE_SIMD_CLONES
-#endif
-#define SIMVAE_INLINE inline __attribute__((always_inline))
-
 namespace simvae {
 namespace {
+
+using torch::stable::Tensor;
 
 constexpr int64_t kChunk = 64;  // dims per step of a group sweep
 
@@ -181,7 +177,7 @@ SIMVAE_INLINE void radius2_end(int64_t begin, int64_t n, const float* radius2, f
 // (philox_avx2.h) on blocks of 16 counters (then one of 8) where the CPU has AVX2 and FMA, the portable
 // philox.h elsewhere; both produce the same uniforms, bit for bit (normals agree to fp32 rounding: the
 // AVX2+FMA copy may contract the log/cos polynomials into FMAs).
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#if SIMVAE_HAVE_TARGET_CLONES
 __attribute__((target("default")))
 #endif
 void philox_normals(uint64_t seed, uint64_t counter0, int64_t n, float* out) {
@@ -196,7 +192,7 @@ void philox_normals(uint64_t seed, uint64_t counter0, int64_t n, float* out) {
   radius2_end(0, n, radius2, out);
 }
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#if SIMVAE_HAVE_TARGET_CLONES
 __attribute__((target("avx2,fma"))) void philox_normals(uint64_t seed, uint64_t counter0, int64_t n, float* out) {
   alignas(32) float u1[kChunk], u2[kChunk], radius2[kChunk];
   const PhiloxKeys keys = philox_keys(seed);
@@ -410,7 +406,7 @@ SIMVAE_SIMD_CLONES void backward_groups(const Problem<acc_t>& p, const scalar_t*
 }
 
 template <typename acc_t>
-Problem<acc_t> make_problem(const at::Tensor& mu, bool eps_given, int64_t seed, int64_t offset,
+Problem<acc_t> make_problem(const Tensor& mu, bool eps_given, int64_t seed, int64_t offset,
                             const LatentCoefficients& c) {
   return {mu.size(1),
           mu.size(2),
@@ -423,39 +419,52 @@ Problem<acc_t> make_problem(const at::Tensor& mu, bool eps_given, int64_t seed, 
 }
 
 // f(begin, end) over the G groups in blocks of about 32k elements (small calls stay on one thread), handed out
-// one at a time through an atomic counter inside at::parallel_for. at::parallel_for alone gives each thread
+// one at a time through an atomic counter inside torch's parallel_for. parallel_for alone gives each thread
 // one fixed share, so a thread slowed by another process or by page faults holds up the whole call; here
 // the other threads take its remaining blocks.
 template <typename F>
-void parallel_groups(const at::Tensor& mu, const F& f) {
+void parallel_groups(const Tensor& mu, const F& f) {
   const int64_t groups = mu.size(0);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, mu.size(1) * mu.size(2)));
   const int64_t blocks = (groups + grain - 1) / grain;
   std::atomic<int64_t> next{0};
-  at::parallel_for(0, blocks, 1, [&](int64_t, int64_t) {
+  torch::stable::parallel_for(0, blocks, 1, [&](int64_t, int64_t) {
     for (int64_t block = next++; block < blocks; block = next++) f(block * grain, std::min(groups, (block + 1) * grain));
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_forward_cpu(const at::Tensor& mu_in, const at::Tensor& logvar_in,
-                                                                  const std::optional<at::Tensor>& eps_in, int64_t seed,
-                                                                  int64_t offset, double sigma2,
-                                                                  c10::string_view prior_name) {
+std::optional<Tensor> contiguous(const std::optional<Tensor>& t) {
+  return t.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*t)) : std::nullopt;
+}
+
+template <typename T>
+const T* data_or_null(const std::optional<Tensor>& t) {
+  return t.has_value() ? t->const_data_ptr<T>() : nullptr;
+}
+
+// [G] in the accumulation dtype on mu's device.
+Tensor per_group(const Tensor& mu, Dtype dtype) {
+  return torch::stable::empty({mu.size(0)}, accumulation_scalar_type(dtype), std::nullopt, mu.device());
+}
+
+std::tuple<Tensor, Tensor, Tensor> latent_forward_cpu(const Tensor& mu_in, const Tensor& logvar_in,
+                                                      const std::optional<Tensor>& eps_in, int64_t seed,
+                                                      int64_t offset, double sigma2, std::string_view prior_name) {
   const Checked checked = check_inputs(mu_in, logvar_in, eps_in, sigma2, prior_name);
-  const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
-  const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
-  const auto acc_type = mu.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor z = at::empty_like(mu);
-  at::Tensor log_prior = at::empty({mu.size(0)}, mu.options().dtype(acc_type));
-  at::Tensor entropy = at::empty({mu.size(0)}, mu.options().dtype(acc_type));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "latent_forward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const Problem<acc_t> p = make_problem<acc_t>(mu, eps.defined(), seed, offset, checked.coefficients);
-    const scalar_t* eps_ptr = eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr;
+  const Dtype dtype = dtype_of(mu_in.scalar_type(), "mu");
+  const Tensor mu = torch::stable::contiguous(mu_in), logvar = torch::stable::contiguous(logvar_in);
+  const std::optional<Tensor> eps = contiguous(eps_in);
+  Tensor z = torch::stable::empty_like(mu), log_prior = per_group(mu, dtype), entropy = per_group(mu, dtype);
+  dispatch_dtype(dtype, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = acc_type<scalar_t>;
+    const Problem<acc_t> p = make_problem<acc_t>(mu, eps.has_value(), seed, offset, checked.coefficients);
+    const scalar_t *mu_ptr = mu.const_data_ptr<scalar_t>(), *logvar_ptr = logvar.const_data_ptr<scalar_t>();
+    const scalar_t* eps_ptr = data_or_null<scalar_t>(eps);
+    scalar_t* z_ptr = z.mutable_data_ptr<scalar_t>();
+    acc_t *log_prior_ptr = log_prior.mutable_data_ptr<acc_t>(), *entropy_ptr = entropy.mutable_data_ptr<acc_t>();
     parallel_groups(mu, [&](int64_t begin, int64_t end) {
-      forward_groups<scalar_t, acc_t>(p, mu.const_data_ptr<scalar_t>(), logvar.const_data_ptr<scalar_t>(), eps_ptr,
-                                      z.mutable_data_ptr<scalar_t>(), log_prior.mutable_data_ptr<acc_t>(),
-                                      entropy.mutable_data_ptr<acc_t>(),
+      forward_groups<scalar_t, acc_t>(p, mu_ptr, logvar_ptr, eps_ptr, z_ptr, log_prior_ptr, entropy_ptr,
                                       static_cast<acc_t>(checked.coefficients.log_prior_const),
                                       static_cast<acc_t>(checked.coefficients.entropy_const), begin, end);
     });
@@ -463,34 +472,37 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_forward_cpu(const at::Tens
   return {z, log_prior, entropy};
 }
 
-std::tuple<at::Tensor, at::Tensor> latent_backward_cpu(const at::Tensor& grad_z_in, const at::Tensor& grad_log_prior_in,
-                                                       const at::Tensor& grad_entropy_in, const at::Tensor& mu_in,
-                                                       const at::Tensor& logvar_in,
-                                                       const std::optional<at::Tensor>& eps_in,
-                                                       const std::optional<at::Tensor>& z_in, int64_t seed,
-                                                       int64_t offset, double sigma2, c10::string_view prior_name) {
+std::tuple<Tensor, Tensor> latent_backward_cpu(const Tensor& grad_z_in, const Tensor& grad_log_prior_in,
+                                               const Tensor& grad_entropy_in, const Tensor& mu_in,
+                                               const Tensor& logvar_in, const std::optional<Tensor>& eps_in,
+                                               const std::optional<Tensor>& z_in, int64_t seed, int64_t offset,
+                                               double sigma2, std::string_view prior_name) {
   const Checked checked = check_inputs(mu_in, logvar_in, eps_in, sigma2, prior_name);
   check_saved_z(mu_in, z_in);
-  const auto acc_type = mu_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   check_upstream(mu_in, grad_z_in, grad_log_prior_in, grad_entropy_in);
-  const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
-  const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
-  const at::Tensor saved_z = z_in.has_value() ? z_in->contiguous() : at::Tensor();
-  const at::Tensor grad_z = grad_z_in.to(mu.scalar_type()).contiguous();
-  const at::Tensor grad_log_prior = grad_log_prior_in.to(acc_type).contiguous();
-  const at::Tensor grad_entropy = grad_entropy_in.to(acc_type).contiguous();
-  at::Tensor grad_mu = at::empty_like(mu), grad_logvar = at::empty_like(mu);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "latent_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const Problem<acc_t> p = make_problem<acc_t>(mu, eps.defined(), seed, offset, checked.coefficients);
-    const scalar_t* eps_ptr = eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr;
-    const scalar_t* saved_z_ptr = saved_z.defined() ? saved_z.const_data_ptr<scalar_t>() : nullptr;
+  const Dtype dtype = dtype_of(mu_in.scalar_type(), "mu");
+  const Tensor mu = torch::stable::contiguous(mu_in), logvar = torch::stable::contiguous(logvar_in);
+  const std::optional<Tensor> eps = contiguous(eps_in), saved_z = contiguous(z_in);
+  const Tensor grad_z = torch::stable::contiguous(torch::stable::to(grad_z_in, mu.scalar_type()));
+  const Tensor grad_log_prior =
+      torch::stable::contiguous(torch::stable::to(grad_log_prior_in, accumulation_scalar_type(dtype)));
+  const Tensor grad_entropy =
+      torch::stable::contiguous(torch::stable::to(grad_entropy_in, accumulation_scalar_type(dtype)));
+  Tensor grad_mu = torch::stable::empty_like(mu), grad_logvar = torch::stable::empty_like(mu);
+  dispatch_dtype(dtype, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = acc_type<scalar_t>;
+    const Problem<acc_t> p = make_problem<acc_t>(mu, eps.has_value(), seed, offset, checked.coefficients);
+    const scalar_t *grad_z_ptr = grad_z.const_data_ptr<scalar_t>(), *mu_ptr = mu.const_data_ptr<scalar_t>(),
+                   *logvar_ptr = logvar.const_data_ptr<scalar_t>();
+    const scalar_t *eps_ptr = data_or_null<scalar_t>(eps), *saved_z_ptr = data_or_null<scalar_t>(saved_z);
+    const acc_t *grad_log_prior_ptr = grad_log_prior.const_data_ptr<acc_t>(),
+                *grad_entropy_ptr = grad_entropy.const_data_ptr<acc_t>();
+    scalar_t* grad_mu_ptr = grad_mu.mutable_data_ptr<scalar_t>();
+    scalar_t* grad_logvar_ptr = grad_logvar.mutable_data_ptr<scalar_t>();
     parallel_groups(mu, [&](int64_t begin, int64_t end) {
-      backward_groups<scalar_t, acc_t>(p, grad_z.const_data_ptr<scalar_t>(), grad_log_prior.const_data_ptr<acc_t>(),
-                                       grad_entropy.const_data_ptr<acc_t>(), mu.const_data_ptr<scalar_t>(),
-                                       logvar.const_data_ptr<scalar_t>(), eps_ptr, saved_z_ptr,
-                                       grad_mu.mutable_data_ptr<scalar_t>(), grad_logvar.mutable_data_ptr<scalar_t>(),
-                                       begin, end);
+      backward_groups<scalar_t, acc_t>(p, grad_z_ptr, grad_log_prior_ptr, grad_entropy_ptr, mu_ptr, logvar_ptr, eps_ptr,
+                                       saved_z_ptr, grad_mu_ptr, grad_logvar_ptr, begin, end);
     });
   });
   return {grad_mu, grad_logvar};
@@ -499,16 +511,7 @@ std::tuple<at::Tensor, at::Tensor> latent_backward_cpu(const at::Tensor& grad_z_
 }  // namespace
 }  // namespace simvae
 
-TORCH_LIBRARY_FRAGMENT(simvae_fast, m) {
-  m.def(
-      "latent_forward(Tensor mu, Tensor logvar, Tensor? eps, int seed, int offset, float sigma2, str prior) "
-      "-> (Tensor z, Tensor log_prior, Tensor entropy)");
-  m.def(
-      "latent_backward(Tensor grad_z, Tensor grad_log_prior, Tensor grad_entropy, Tensor mu, Tensor logvar, "
-      "Tensor? eps, Tensor? z, int seed, int offset, float sigma2, str prior) -> (Tensor grad_mu, Tensor grad_logvar)");
-}
-
-TORCH_LIBRARY_IMPL(simvae_fast, CPU, m) {
-  m.impl("latent_forward", &simvae::latent_forward_cpu);
-  m.impl("latent_backward", &simvae::latent_backward_cpu);
+STABLE_TORCH_LIBRARY_IMPL(simvae_fast, CPU, m) {
+  m.impl("latent_forward", TORCH_BOX(&simvae::latent_forward_cpu));
+  m.impl("latent_backward", TORCH_BOX(&simvae::latent_backward_cpu));
 }

@@ -1,20 +1,19 @@
-// The extension module simvae_fast._C: an empty Python module whose import loads the ops that the other
-// sources register with TORCH_LIBRARY_FRAGMENT / TORCH_LIBRARY_IMPL. Python calls torch.ops.simvae_fast.*.
-// WITH_CUDA tells simvae_fast.backends whether the CUDA kernels were compiled in.
-#include <Python.h>
-#include <torch/library.h>
+// The extension simvae_fast._C, on the LibTorch stable ABI: it defines the ops' schemas, once, and holds the
+// CPU kernels (latent_cpu.cpp). Built with TORCH_TARGET_VERSION (the oldest torch it loads into) and CPython's
+// limited API, one build serves every torch from that version on and every Python from 3.10 on.
+// The CUDA kernels register into these schemas from simvae_fast._C_cuda, imported only when torch has CUDA.
+// (#16 phase 2 moves info_nce_forward / info_nce_backward here from csrc/info_nce_cpu.cpp and _C_aten.)
+#include <torch/csrc/stable/library.h>
 
-TORCH_LIBRARY(simvae_fast, m) {}
+#include "python_module.h"
 
-static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-
-PyMODINIT_FUNC PyInit__C(void) {
-  PyObject* module = PyModule_Create(&module_def);
-  if (module == nullptr) return nullptr;
-#ifdef SIMVAE_FAST_WITH_CUDA
-  PyModule_AddIntConstant(module, "WITH_CUDA", 1);
-#else
-  PyModule_AddIntConstant(module, "WITH_CUDA", 0);
-#endif
-  return module;
+STABLE_TORCH_LIBRARY(simvae_fast, m) {
+  m.def(
+      "latent_forward(Tensor mu, Tensor logvar, Tensor? eps, int seed, int offset, float sigma2, str prior) "
+      "-> (Tensor z, Tensor log_prior, Tensor entropy)");
+  m.def(
+      "latent_backward(Tensor grad_z, Tensor grad_log_prior, Tensor grad_entropy, Tensor mu, Tensor logvar, "
+      "Tensor? eps, Tensor? z, int seed, int offset, float sigma2, str prior) -> (Tensor grad_mu, Tensor grad_logvar)");
 }
+
+SIMVAE_PYTHON_MODULE(_C)

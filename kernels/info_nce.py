@@ -1,262 +1,206 @@
-"""Triton kernels for InfoNCE / NT-Xent over groups of views (math doc §4), flash-style: no N x N tensor.
+"""Launchers of the Triton InfoNCE / NT-Xent kernels over groups of views (math doc §4): no N x N tensor, every
+pair of row blocks visited once (the logits are symmetric, s_ik = s_ki).
 
 Notation. z: [G, J, D] as N = G*J rows z_i; c_i = 1/max(||z_i||, 1e-12) with normalize (F.normalize), else 1;
-u_i = c_i z_i; scale = 1/tau (read from the temperature tensor on the device: no host sync);
-s_ik = scale * c_i c_k (z_i . z_k). The products run on z itself (bf16/fp16 on the tensor cores, fp32 with
-input_precision="ieee", i.e. no TF32) with fp32 accumulation (fp64 for fp64 z); the norms enter as
-row/column factors. Under TRITON_INTERPRET=1 bf16/fp16 tiles are upcast to fp32 right after each load
-(the interpreter's bf16 arithmetic is wrong).
+scale = 1/tau (read from the temperature tensor on the device: no host sync); s_ik = (z_i . z_k) (c_i scale) c_k.
+Products run on z itself (fp16/bf16 on the tensor cores; fp32 as TF32 or exact "ieee" following torch's switch,
+kernels/launch.py; fp64 exact) with fp32 accumulation (fp64 for fp64 z); norms enter as row/column factors.
+Rows are cut into T = cdiv(N, B) blocks; tile (I, K) is S[I, K] = s over rows of I x rows of K. A program
+takes a chunk of L consecutive tiles of one row block, so the grid has ~T^2/(2L) programs, not T.
 
-Forward (_forward_kernel, one program per BLOCK_M rows, streaming BLOCK_N column tiles):
-    m <- max(m, max_k s_ik),  l <- l exp(m_old - m) + sum_k exp(s_ik - m)   over k != i (online LSE)
-    lse_i = m + log l     -- stable for every tau and unnormalised rows; a NaN logit makes l NaN.
-  Positives apart, O(BLOCK_M J D) per program: s_ip for the J-1 partners p of i,
-    pos_i = mean_p s_ip  or  LSE_p s_ip;   loss_i = lse_i - pos_i.
-Backward (_backward_kernel) with w_i = dloss/dloss_i, P_ik = exp(s_ik - lse_i), W_ip = 1/(J-1) or
-exp(s_ip - pos_i), G_ik = w_i (P_ik - W_ik):
-    dL/du_i = scale sum_k (G_ik + G_ki) u_k,   dL/dscale = sum_ik G_ik (u_i . u_k),   dL/dtau = -dL/dscale / tau^2
-  One program per (BLOCK_M rows, BLOCK_DV output dims) recomputes each tile S[I, K] once and, since s is
-  symmetric and every lse_k is known, forms both G_IK = w_I exp(S - lse_I) and G_KI^T = w_K exp(S - lse_K)
-  from it: du_I += (G_IK + G_KI^T) c_K Z_K. Each program owns its rows of du, so no atomics and a
-  deterministic result, for 2 N^2 exps and 4 N^2 D flops (the atomic half-triangle variant would save half
-  the exps and a quarter of the flops but accumulate columns with fp32 atomics, non-deterministically).
-  Precision limit of this scheme: the forward computed lse_k from the tile S[K, I], the backward reuses S[I, K]
-  for exp(s_ki - lse_k), and a dot product's float32 rounding need not be symmetric, so P_ki carries a relative
-  error up to about an ulp of the largest logit: negligible for normalised rows (|s| <= 1/tau), visible only
-  for huge unnormalised logits (~4% of the gradient at |s| ~ 1e6; tests/test_extremes.py).
-  When D > BLOCK_DV the tile is recomputed per D chunk. The positives' part of G + G^T
-  (-w_i W_ip - w_p W_pi on the J-1 partners) is added per row, O(J D).
-  _finish_backward_kernel: dL/dz_i = c_i (du_i - c_i^2 (z_i . du_i) z_i) for ||z_i|| > eps (normalize),
-  c_i du_i otherwise — the F.normalize Jacobian.
-Extra memory: inverse norms, lse, pos, w ([N] each), du [N, D] in the accumulation dtype, dscale per row.
+Forward (kernels/info_nce_forward.py), tiles (I, K) with K >= I only:
+    inverse_norm_kernel: c_i.
+    forward_tiles_kernel: one product S[I, K] updates the running (max m, sum-exp l) of the rows of I (row-wise)
+      and gives the rows of K their partial (max, sum-exp) over I (column-wise): l <- l e^{m - m'} + sum e^{s - m'}.
+      Partials go to PART [T + C, N] (C = cdiv(T, L)): a row of block K gets one column partial per I < K and
+      one row partial per chunk of its own, each written by exactly one program.
+    forward_finish_kernel: lse_i = merge of its partials in a fixed order (deterministic, no atomics); the
+      positives O(J D) per row: pos_i = mean_p s_ip or LSE_p s_ip; loss_i = lse_i - pos_i.
+Backward (kernels/info_nce_backward.py), w_i = dloss/dloss_i, P_ik = exp(s_ik - lse_i), G_ik = w_i (P_ik - W_ik):
+    dL/du_i = scale sum_k (G_ik + G_ki) u_k,  dL/dscale = sum_ik G_ik (u_i . u_k),  dL/dtau = -dL/dscale / tau^2.
+    backward_tiles_kernel recomputes S[I, K] (bit for bit the forward's: same tile shape, D loop and factor
+    order, kernels/info_nce_tiles.py) and forms M = G_IK + G_KI^T (their exp part) from it:
+      du_I += M (c_K Z_K) in registers,  du_K += M^T (c_I Z_I) by fp32 atomics (as FlashAttention-2/3 accumulate
+      dQ); with torch.use_deterministic_algorithms(True), block I instead owns its rows and visits every K.
+    backward_finish_kernel adds the positives' part (-w_i W_ip - w_p W_pi on the J-1 partners, O(J D)), scales
+    by 1/tau, and applies the F.normalize Jacobian dz_i = c_i (du_i - c_i^2 (z_i . du_i) z_i).
+fp16 operand: the entries of M c are ~ w P c ~ c/N^2 (mean reduction) and underflow fp16 (2^-24) at N ~ 2^12;
+    they are multiplied by sigma = 2^k before the cast, with 2 max|w| max c sigma in [2^14, 2^15) (no overflow),
+    and du is divided by sigma after (info_nce_tiles.fp16_operand_scale). Cost: one FMUL folded into the column
+    factor, one [2, cdiv(N, 32)] read per program. bf16 has fp32's exponent range and needs none.
+
+FLOPs and exps (N rows, D dims; off-diagonal tiles dominate, the T diagonal tiles add O(N B D)):
+    forward  N^2/2 pairs x (2D multiply-add FLOPs for s, one product for both sides) = N^2 D;
+             2 exps per pair (row side and column side each need their own running max) = N^2.
+    backward N^2/2 pairs x (2D for s + 2D for M U_K + 2D for M^T U_I) = 3 N^2 D; 2 exps per pair = N^2.
+    total 4 N^2 D FLOPs and 2 N^2 exps (streaming every column per row block: 6 N^2 D and 3 N^2).
+    Deterministic backward: every off-diagonal tile is computed by both owners: 4 N^2 D and 2 N^2.
+    Why 2, not 1.5 N^2 exps: one exp per pair in the forward would need one shift per element for both sides;
+    a tile-wide shift underflows a row whose logits all lie > 87 below the tile's max (tau < 0.023 with
+    normalize, or any unnormalised input), so both sides keep their own max. H200 arithmetic at D = 128, bf16, per
+    SM and clock: 4096 tensor-core FLOPs, 16 MUFU exps, 128 FP32 ops. Per unordered pair, forward: the product
+    256 FLOPs = 0.0625 clk, 2 exps = 0.125 clk; streaming (two ordered products, two exps) 0.125 / 0.125: the
+    symmetric forward halves the tensor-core work but stays exp-bound at the same 0.125 clk per pair for
+    D <= 128 (it pays in fp32/TF32 and at D >= 256); the backward halves both (0.1875 / 0.125 vs 0.375 / 0.25).
+Extra memory: c, lse, pos, w ([N] each), PART 8 (T + C) N bytes (N^2/B x 8 B (1 + 1/L), ~1/51 of one N x N fp32
+at B = 64, L = 8), du [N, D] fp32 (deterministic: [C, N, D]), DS one float per program and per row.
+Empty inputs launch nothing: G = 0 gives [0] results (a mean over them is NaN, as in torch); D = 0 gives
+s = 0 everywhere: lse = log(N - 1), pos = 0 or log(J - 1), dz empty, dtau = 0.
 """
+import math
+
 import torch
 import triton
-import triton.language as tl
 
 from simvae_fast.backends import interpreting
+from simvae_fast.kernels.info_nce_backward import backward_finish_kernel, backward_tiles_kernel
+from simvae_fast.kernels.info_nce_forward import forward_finish_kernel, forward_tiles_kernel, inverse_norm_kernel
+from simvae_fast.kernels.launch import device_guard, fp32_dot_precision
 
 NORM_EPS = 1e-12
-BLOCK_M = 64
-BLOCK_N = 64
-BLOCK_D = 64  # reduction chunk of the s_ik products
-BLOCK_ROWS = 32  # rows per program of the O(N D) kernels
+BLOCK_ROWS = 32  # rows per program of inverse_norm_kernel
+MAX_ONE_CHUNK = 128  # D up to this is held whole per tile (no D loop, no tile recomputed per output chunk);
+# at 256 the backward's two [64, 256] fp32 accumulators spill even at 8 warps
+INTERPRET_BIG_N = 2048
+FINISH_TILE = 2048  # elements per program of backward_finish_kernel
 
 
-@triton.jit
-def _load_rows(Z, rows, dims, N, D, UPCAST: tl.constexpr):
-    x = tl.load(Z + rows[:, None] * D + dims[None, :], mask=(rows < N)[:, None] & (dims < D)[None, :], other=0.0)
-    if UPCAST:
-        x = x.to(tl.float32)
-    return x
+def _config(n, D, dtype, precision):
+    """Tile sizes for rows of D (a multiple of 16, _rows), dtype and fp32 precision. B: rows per block (the tile
+    is B x B); L: tiles per program; ONE_CHUNK (D a power of two <= MAX_ONE_CHUNK): whole rows per tile,
+    BLOCK_D = BLOCK_DV = D; else the product loops over D in BLOCK_D chunks (a power of two dividing D: no
+    padding work) and each backward program owns BLOCK_DV output dims (the tile is recomputed per chunk).
+    Chosen as the largest tiles and fewest warps with no spill on sm_90 (Triton 3.9, cuobjdump; the table is in
+    benchmarks/results/triton_kernels.md): half precision B = 64 (one wgmma warpgroup per 64 rows), 4 warps up to
+    D = 128 in the forward and D = 32 in the backward, else 8; fp32 B = 32 (the TF32 backward at B = 64 spills
+    200 B at D = 128), 8 warps, and exact fp32 (FFMA: both operands in registers) in 16-wide D chunks, 4
+    backward warps up to D = 64. The backward runs 2 pipeline stages (3 spilled the deterministic schedule).
+    Interpreting: one config, L = 2 so that small test sizes cross chunk boundaries, and B = 256 above
+    INTERPRET_BIG_N rows (the interpreter pays per program and per operation, not per element)."""
+    exact32 = dtype == torch.float32 and precision == "ieee"
+    one_chunk = D <= MAX_ONE_CHUNK and D & (D - 1) == 0 and not exact32
+    block_d = D if one_chunk else min(16 if exact32 else 64, D & -D)
+    block_dv = D if one_chunk else min(128, triton.next_power_of_2(D))
+    half = dtype in (torch.float16, torch.bfloat16)
+    B = 64 if half or dtype == torch.float64 else 32
+    if interpreting():
+        B = 256 if n > INTERPRET_BIG_N else B
+        return dict(B=B, L=2, BLOCK_D=block_d, BLOCK_DV=block_dv, ONE_CHUNK=one_chunk, warps_fwd=4, warps_bwd=4)
+    warps_fwd = 4 if half and D <= 128 else 8
+    warps_bwd = 4 if (half and D <= 32) or (exact32 and D <= 64) else 8
+    return dict(B=B, L=8, BLOCK_D=block_d, BLOCK_DV=block_dv, ONE_CHUNK=one_chunk, warps_fwd=warps_fwd,
+                warps_bwd=warps_bwd)
 
 
-@triton.jit
-def _logit_tile(Z, rows, cols, N, D, ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Z[rows] Z[cols]^T in the accumulation dtype."""
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
-    for d0 in range(0, D, BLOCK_D):
-        dims = d0 + tl.arange(0, BLOCK_D)
-        a = _load_rows(Z, rows, dims, N, D, UPCAST)
-        b = _load_rows(Z, cols, dims, N, D, UPCAST)
-        acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION, out_dtype=ACC)
-    return acc
+def _rows(z):
+    """z as contiguous rows [N, D16], D rounded up to a multiple of 16 with zero columns (they change no product
+    or norm): aligned rows load vectorised; at D = 10 or 129 every element had its own 64-bit address and the
+    kernels spilled (up to 2 KB of stack)."""
+    G, J, D = z.shape
+    rows = z.reshape(G * J, D)
+    pad = -D % 16
+    return torch.nn.functional.pad(rows, (0, pad)) if pad else rows.contiguous()
 
 
-@triton.jit
-def _row_dot(Z, rows, partners, N, D, ACC: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
-    """z_rows . z_partners, row by row, in the accumulation dtype."""
-    acc = tl.zeros([BLOCK], dtype=ACC)
-    for d0 in range(0, D, BLOCK_D):
-        dims = d0 + tl.arange(0, BLOCK_D)
-        a = _load_rows(Z, rows, dims, N, D, False).to(ACC)
-        b = _load_rows(Z, partners, dims, N, D, False).to(ACC)
-        acc += tl.sum(a * b, axis=1)
-    return acc
+def _dot_chunk(D):
+    """D chunk of the O(N D) row products: the largest power of two <= 64 dividing D (a multiple of 16)."""
+    return min(64, D & -D)
 
 
-@triton.jit
-def _inverse_norm_kernel(Z, INV, N, D, NORMALIZE: tl.constexpr, EPS: tl.constexpr,
-                         BLOCK_ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
-    ACC: tl.constexpr = INV.dtype.element_ty
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    if NORMALIZE:
-        inv = 1.0 / tl.maximum(tl.sqrt(_row_dot(Z, rows, rows, N, D, ACC, BLOCK_ROWS, BLOCK_D)), EPS)
-    else:
-        inv = tl.full([BLOCK_ROWS], 1.0, dtype=ACC)
-    tl.store(INV + rows, inv.to(ACC), mask=rows < N)
+def _precision(dtype):
+    return fp32_dot_precision() if dtype == torch.float32 else "ieee"
 
 
-@triton.jit
-def _forward_kernel(Z, INV, TEMP, LOSS, LSE, POS, N, D, J: tl.constexpr, POSITIVES_LSE: tl.constexpr,
-                    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    ACC: tl.constexpr = INV.dtype.element_ty
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < N
-    scale = 1.0 / tl.load(TEMP)
-    a = tl.load(INV + rows, mask=row_ok, other=0.0) * scale
-
-    m = tl.full([BLOCK_M], float("-inf"), dtype=ACC)
-    l = tl.zeros([BLOCK_M], dtype=ACC)
-    for n0 in range(0, N, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        inv_c = tl.load(INV + cols, mask=cols < N, other=0.0)
-        s = _logit_tile(Z, rows, cols, N, D, ACC, UPCAST, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D)
-        s = s * a[:, None] * inv_c[None, :]
-        valid = (cols < N)[None, :] & (rows[:, None] != cols[None, :])
-        s = tl.where(valid, s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        l = l * tl.exp(m - m_new) + tl.sum(tl.exp(s - m_new[:, None]), axis=1)
-        m = m_new
-    lse = m + tl.log(l)
-
-    view = rows % J
-    first = rows - view
-    total = tl.zeros([BLOCK_M], dtype=ACC)
-    pm = tl.full([BLOCK_M], float("-inf"), dtype=ACC)
-    pl = tl.zeros([BLOCK_M], dtype=ACC)
-    for p in tl.static_range(1, J):
-        partner = first + (view + p) % J
-        inv_p = tl.load(INV + partner, mask=row_ok, other=0.0)
-        s = _row_dot(Z, rows, partner, N, D, ACC, BLOCK_M, BLOCK_D) * a * inv_p
-        total += s
-        pm_new = tl.maximum(pm, s)
-        pl = pl * tl.exp(pm - pm_new) + tl.exp(s - pm_new)
-        pm = pm_new
-    if POSITIVES_LSE:
-        pos = pm + tl.log(pl) + (total - total)  # + 0, or NaN when a positive logit is NaN
-    else:
-        pos = total / (J - 1)
-    tl.store(LSE + rows, lse, mask=row_ok)
-    tl.store(POS + rows, pos, mask=row_ok)
-    tl.store(LOSS + rows, lse - pos, mask=row_ok)
+def _upcast(dtype):
+    return interpreting() and dtype in (torch.float16, torch.bfloat16)
 
 
-@triton.jit
-def _backward_kernel(Z, INV, TEMP, W, LSE, POS, DU, DSCALE, N, D, J: tl.constexpr, POSITIVES_LSE: tl.constexpr,
-                     UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
-    ACC: tl.constexpr = INV.dtype.element_ty
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    dv = tl.program_id(1) * BLOCK_DV + tl.arange(0, BLOCK_DV)
-    row_ok = rows < N
-    scale = 1.0 / tl.load(TEMP)
-    inv_r = tl.load(INV + rows, mask=row_ok, other=0.0)
-    lse_r = tl.load(LSE + rows, mask=row_ok, other=0.0)
-    w_r = tl.load(W + rows, mask=row_ok, other=0.0)
-
-    du = tl.zeros([BLOCK_M, BLOCK_DV], dtype=ACC)
-    ds = tl.zeros([BLOCK_M], dtype=ACC)
-    for n0 in range(0, N, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < N
-        inv_c = tl.load(INV + cols, mask=col_ok, other=0.0)
-        lse_c = tl.load(LSE + cols, mask=col_ok, other=0.0)
-        w_c = tl.load(W + cols, mask=col_ok, other=0.0)
-        uu = _logit_tile(Z, rows, cols, N, D, ACC, UPCAST, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D)
-        uu = uu * inv_r[:, None] * inv_c[None, :]
-        s = uu * scale
-        valid = col_ok[None, :] & (rows[:, None] != cols[None, :])
-        g_ik = tl.where(valid, w_r[:, None] * tl.exp(s - lse_r[:, None]), 0.0)
-        g_ki = tl.where(valid, w_c[None, :] * tl.exp(s - lse_c[None, :]), 0.0)
-        ds += tl.sum(g_ik * uu, axis=1)
-        zc = _load_rows(Z, cols, dv, N, D, UPCAST)
-        mt = ((g_ik + g_ki) * inv_c[None, :]).to(zc.dtype)
-        du = tl.dot(mt, zc, du, input_precision=PRECISION, out_dtype=ACC)
-
-    view = rows % J
-    first = rows - view
-    pos_r = tl.load(POS + rows, mask=row_ok, other=0.0)
-    for p in tl.static_range(1, J):
-        partner = first + (view + p) % J
-        inv_p = tl.load(INV + partner, mask=row_ok, other=0.0)
-        uu = _row_dot(Z, rows, partner, N, D, ACC, BLOCK_M, BLOCK_D) * inv_r * inv_p
-        if POSITIVES_LSE:
-            w_ip = tl.exp(uu * scale - pos_r)
-            w_pi = tl.exp(uu * scale - tl.load(POS + partner, mask=row_ok, other=0.0))
-        else:
-            w_ip = 1.0 / (J - 1)
-            w_pi = 1.0 / (J - 1)
-        w_p = tl.load(W + partner, mask=row_ok, other=0.0)
-        ds -= w_r * w_ip * uu
-        coeff = (w_r * w_ip + w_p * w_pi) * inv_p
-        du -= coeff[:, None] * _load_rows(Z, partner, dv, N, D, False).to(ACC)
-
-    tl.store(DU + rows[:, None] * D + dv[None, :], du * scale, mask=row_ok[:, None] & (dv < D)[None, :])
-    if tl.program_id(1) == 0:
-        tl.store(DSCALE + rows, ds, mask=row_ok)
+def _symmetric_backward():
+    """Atomics accumulate in a timing-dependent order: the deterministic schedule when torch asks for one."""
+    return not torch.are_deterministic_algorithms_enabled()
 
 
-@triton.jit
-def _finish_backward_kernel(Z, INV, DU, DZ, N, D, NORMALIZE: tl.constexpr, EPS: tl.constexpr,
-                            BLOCK_ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
-    ACC: tl.constexpr = INV.dtype.element_ty
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    row_ok = rows < N
-    c = tl.load(INV + rows, mask=row_ok, other=0.0)
-    if NORMALIZE:
-        z_du = tl.zeros([BLOCK_ROWS], dtype=ACC)
-        for d0 in range(0, D, BLOCK_D):
-            dims = d0 + tl.arange(0, BLOCK_D)
-            z_du += tl.sum(_load_rows(Z, rows, dims, N, D, False).to(ACC) * _load_rows(DU, rows, dims, N, D, False),
-                           axis=1)
-        proj = tl.where(c < 1.0 / EPS, c * c * z_du, 0.0)
-    for d0 in range(0, D, BLOCK_D):
-        dims = d0 + tl.arange(0, BLOCK_D)
-        dz = _load_rows(DU, rows, dims, N, D, False)
-        if NORMALIZE:
-            dz = (dz - proj[:, None] * _load_rows(Z, rows, dims, N, D, False).to(ACC)) * c[:, None]
-        mask = row_ok[:, None] & (dims < D)[None, :]
-        tl.store(DZ + rows[:, None] * D + dims[None, :], dz.to(DZ.dtype.element_ty), mask=mask)
-
-
-def _settings(z):
-    upcast = interpreting() and z.dtype in (torch.float16, torch.bfloat16)
-    return dict(UPCAST=upcast, PRECISION="ieee")
-
-
-def _inverse_norms(zr, acc, normalize):
+def _inverse_norms(zr, acc, normalize, w=None):
+    """c [N], and with w (fp16 backward) the per-program maxima PMAX [2, programs] for the operand scale."""
     n, d = zr.shape
+    programs = triton.cdiv(n, BLOCK_ROWS)
     inv = torch.empty(n, dtype=acc, device=zr.device)
-    _inverse_norm_kernel[(triton.cdiv(n, BLOCK_ROWS),)](
-        zr, inv, n, d, NORMALIZE=normalize, EPS=NORM_EPS, BLOCK_ROWS=BLOCK_ROWS, BLOCK_D=BLOCK_D
-    )
-    return inv
+    pmax = torch.empty(2, programs, dtype=torch.float32, device=zr.device) if w is not None else inv
+    inverse_norm_kernel[(programs,)](zr, inv, inv if w is None else w, pmax, n, d, NORMALIZE=normalize,
+                                     EPS=NORM_EPS, MAXES=w is not None, BLOCK_ROWS=BLOCK_ROWS, BLOCK_D=_dot_chunk(d))
+    return inv, pmax, programs
+
+
+def _dimensionless(n, J, acc, device, positives_logsumexp):
+    """D = 0: every logit is 0."""
+    lse = torch.full((n,), math.log(n - 1), dtype=acc, device=device)
+    pos = torch.full((n,), math.log(J - 1) if positives_logsumexp else 0.0, dtype=acc, device=device)
+    return lse - pos, lse, pos
 
 
 def forward(z, temperature, normalize, positives_logsumexp):
     """(loss, lse, pos), each [N] in temperature's (the accumulation) dtype."""
     G, J, D = z.shape
-    zr = z.reshape(G * J, D).contiguous()
     n, acc = G * J, temperature.dtype
-    inv = _inverse_norms(zr, acc, normalize)
-    loss, lse, pos = (torch.empty(n, dtype=acc, device=z.device) for _ in range(3))
-    _forward_kernel[(triton.cdiv(n, BLOCK_M),)](
-        zr, inv, temperature, loss, lse, pos, n, D, J=J, POSITIVES_LSE=positives_logsumexp,
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, **_settings(z),
-    )
+    if n == 0:
+        return tuple(torch.empty(0, dtype=acc, device=z.device) for _ in range(3))
+    if D == 0:
+        return _dimensionless(n, J, acc, z.device, positives_logsumexp)
+    with device_guard(z):
+        zr = _rows(z)
+        D = zr.shape[1]
+        cfg = _config(n, D, z.dtype, _precision(z.dtype))
+        B, L = cfg["B"], cfg["L"]
+        T = triton.cdiv(n, B)
+        C = triton.cdiv(T, L)
+        inv, _, _ = _inverse_norms(zr, acc, normalize)
+        part_m = torch.empty(T + C, n, dtype=acc, device=z.device)
+        part_l = torch.empty(T + C, n, dtype=acc, device=z.device)
+        forward_tiles_kernel[(C, T)](
+            zr, inv, temperature, part_m, part_l, n, D, T, L, UPCAST=_upcast(z.dtype), PRECISION=_precision(z.dtype),
+            B=B, BLOCK_D=cfg["BLOCK_D"], ONE_CHUNK=cfg["ONE_CHUNK"], num_warps=cfg["warps_fwd"],
+        )
+        loss, lse, pos = (torch.empty(n, dtype=acc, device=z.device) for _ in range(3))
+        forward_finish_kernel[(T,)](
+            zr, inv, temperature, part_m, part_l, loss, lse, pos, n, D, T, C, J=J,
+            POSITIVES_LSE=positives_logsumexp, B=B, BLOCK_D=_dot_chunk(D),
+        )
     return loss, lse, pos
 
 
 def backward(grad_loss, z, temperature, lse, pos, normalize, positives_logsumexp):
     """(dL/dz like z, dL/dtau like temperature)."""
     G, J, D = z.shape
-    zr = z.reshape(G * J, D).contiguous()
     n, acc = G * J, temperature.dtype
-    w = grad_loss.to(acc).contiguous()
-    inv = _inverse_norms(zr, acc, normalize)
-    du = torch.empty(n, D, dtype=acc, device=z.device)
-    dscale = torch.empty(n, dtype=acc, device=z.device)
-    block_dv = min(128, max(16, triton.next_power_of_2(D)))
-    _backward_kernel[(triton.cdiv(n, BLOCK_M), triton.cdiv(D, block_dv))](
-        zr, inv, temperature, w, lse.contiguous(), pos.contiguous(), du, dscale, n, D, J=J,
-        POSITIVES_LSE=positives_logsumexp, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
-        BLOCK_DV=block_dv, **_settings(z),
-    )
-    dz = torch.empty_like(zr)
-    _finish_backward_kernel[(triton.cdiv(n, BLOCK_ROWS),)](
-        zr, inv, du, dz, n, D, NORMALIZE=normalize, EPS=NORM_EPS, BLOCK_ROWS=BLOCK_ROWS, BLOCK_D=BLOCK_D
-    )
-    return dz.view(G, J, D), -dscale.sum() / (temperature * temperature)
+    if n == 0 or D == 0:
+        return torch.empty_like(z), torch.zeros_like(temperature)
+    symmetric = _symmetric_backward()
+    fp16 = z.dtype == torch.float16
+    with device_guard(z):
+        zr = _rows(z)
+        D16 = zr.shape[1]
+        cfg = _config(n, D16, z.dtype, _precision(z.dtype))
+        B, L = cfg["B"], cfg["L"]
+        T = triton.cdiv(n, B)
+        C = triton.cdiv(T, L)
+        n_dv = triton.cdiv(D16, cfg["BLOCK_DV"])
+        w = grad_loss.to(acc).contiguous()
+        inv, pmax, n_pmax = _inverse_norms(zr, acc, normalize, w if fp16 else None)
+        slices = 1 if symmetric else C
+        du = (torch.zeros if symmetric else torch.empty)(slices, n, D16, dtype=acc, device=z.device)
+        ds = torch.empty(C * T * n_dv + n, dtype=acc, device=z.device)
+        backward_tiles_kernel[(C, T, n_dv)](
+            zr, inv, temperature, w, lse.contiguous(), pmax, du, ds, n, D16, T, L, n_pmax, SYMMETRIC=symmetric,
+            FP16_SCALE=fp16, UPCAST=_upcast(z.dtype), PRECISION=_precision(z.dtype), EPS=NORM_EPS, B=B,
+            BLOCK_D=cfg["BLOCK_D"], BLOCK_DV=cfg["BLOCK_DV"], ONE_CHUNK=cfg["ONE_CHUNK"], num_warps=cfg["warps_bwd"], num_stages=2,
+        )
+        dz = torch.empty_like(zr)
+        row_block = triton.next_power_of_2(D16)
+        rows_per_program = max(1, min(64, FINISH_TILE // row_block))
+        backward_finish_kernel[(triton.cdiv(n, rows_per_program),)](
+            zr, inv, temperature, w, pos.contiguous(), pmax, du, dz, ds[C * T * n_dv:], n, D16, n_pmax, slices, J=J,
+            POSITIVES_LSE=positives_logsumexp, NORMALIZE=normalize, FP16_SCALE=fp16, EPS=NORM_EPS,
+            BLOCK_ROWS=rows_per_program, BLOCK_D=row_block, BLOCK_DOT=_dot_chunk(D16),
+        )
+        grad_temperature = -ds.sum() / temperature
+    return dz[:, :D].contiguous().view(G, J, D), grad_temperature

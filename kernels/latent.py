@@ -9,7 +9,12 @@ csrc/latent_prior.h (a small tensor in the accumulation dtype, so float64 runs k
     standard: log p = const − within·Σ_j ‖z_j‖²      (within = ½)
     H = entropy_const + ½ Σ logvar
 Loaded values are upcast right after the load (the interpreter's bf16 arithmetic is wrong); all arithmetic
-and sums run in fp32, or fp64 for fp64 inputs.
+and sums run in fp32, or fp64 for fp64 inputs, and the only casts are the final stores (so the interpreter
+rounds where the GPU does). One pass each way; per element the forward reads mu, logvar (and eps) and writes z,
+the backward reads dz, mu, logvar (or saved z) and writes dmu, dlogvar. Compiled for sm_90 (Triton 3.9) no
+kernel spills at D in {10, 64, 128, 129, 256} in fp32/bf16/fp16 (<= 56 registers; benchmarks/results/
+triton_kernels.md). Launchers: the tensors' device made current; G = 0 or D = 0 launch nothing (the log prior
+and entropy of an empty sum are their constants).
 """
 import functools
 import math
@@ -19,6 +24,7 @@ import triton
 import triton.language as tl
 
 from simvae_fast._dtypes import accumulation_dtype
+from simvae_fast.kernels.launch import device_guard
 
 MAX_TILE = 2048  # elements of the [BLOCK_J, BLOCK_D] tile of one program
 
@@ -152,16 +158,17 @@ def latent_forward(mu, logvar, eps, seed, offset, sigma2, prior):
     z = torch.empty_like(mu)
     log_prior = torch.empty(G, dtype=acc, device=mu.device)
     entropy = torch.empty(G, dtype=acc, device=mu.device)
-    if G == 0:
-        return z, log_prior, entropy
-    grouped = prior_coefficients(prior, sigma2, J, D)[0]
+    grouped, _, _, log_prior_const, entropy_const = prior_coefficients(prior, sigma2, J, D)
+    if G == 0 or D == 0:  # no launch: the sums are empty, each group gets the constants (0 when D = 0)
+        return z, log_prior.fill_(log_prior_const), entropy.fill_(entropy_const)
     block_j, block_d = _blocks(J, D)
-    _latent_forward_kernel[(G,)](
-        mu, logvar, mu if eps is None else eps, z, log_prior, entropy,
-        _coefficient_tensor(prior, sigma2, J, D, acc, mu.device),
-        seed, offset, J, D,
-        GROUPED=grouped, EPS_GIVEN=eps is not None, BLOCK_J=block_j, BLOCK_D=block_d,
-    )
+    with device_guard(mu):
+        _latent_forward_kernel[(G,)](
+            mu, logvar, mu if eps is None else eps, z, log_prior, entropy,
+            _coefficient_tensor(prior, sigma2, J, D, acc, mu.device),
+            seed, offset, J, D,
+            GROUPED=grouped, EPS_GIVEN=eps is not None, BLOCK_J=block_j, BLOCK_D=block_d,
+        )
     return z, log_prior, entropy
 
 
@@ -180,10 +187,12 @@ def latent_backward(grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, z, se
         return grad_mu, grad_logvar
     grouped = prior_coefficients(prior, sigma2, J, D)[0]
     block_j, block_d = _blocks(J, D)
-    _latent_backward_kernel[(G, triton.cdiv(D, block_d))](
-        grad_z, grad_log_prior, grad_entropy, mu, logvar, mu if eps is None else eps, mu if z is None else z,
-        grad_mu, grad_logvar, _coefficient_tensor(prior, sigma2, J, D, acc, mu.device),
-        seed, offset, J, D,
-        GROUPED=grouped, EPS_GIVEN=eps is not None, Z_SAVED=z is not None, BLOCK_J=block_j, BLOCK_D=block_d,
-    )
+    with device_guard(mu):
+        _latent_backward_kernel[(G, triton.cdiv(D, block_d))](
+            grad_z, grad_log_prior, grad_entropy, mu, logvar, mu if eps is None else eps, mu if z is None else z,
+            grad_mu, grad_logvar, _coefficient_tensor(prior, sigma2, J, D, acc, mu.device),
+            seed, offset, J, D,
+            GROUPED=grouped, EPS_GIVEN=eps is not None, Z_SAVED=z is not None, BLOCK_J=block_j,
+            BLOCK_D=block_d,
+        )
     return grad_mu, grad_logvar

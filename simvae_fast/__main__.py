@@ -1,6 +1,6 @@
 """`python -m simvae_fast ...`: the simvae-fast command line."""
 import sys
 
-from simvae_fast.cli import main
+from simvae_fast.app.cli import main
 
 sys.exit(main())

@@ -13,10 +13,24 @@ from typing import NamedTuple
 
 import torch
 
+from simvae_fast import _extension
+
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "SIMVAE_FAST_BACKEND"
-# Preference order of "auto" per device type (fastest first).
-AUTO_ORDER = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}
+# Preference order of "auto" per op and device type (fastest first). No GPU has run these kernels yet, so the CUDA
+# orders come from the compiled code (sm_90 SASS, kernels/info_nce.py) and the H200 roofline; replace them with
+# measurements once benchmarks/gpu_check.sh has produced some.
+# - info_nce: Triton first. Its kernels put the products on the tensor cores (HGMMA in bf16/fp16, TF32 when torch
+#   allows it) and visit each pair of row blocks once (4 N^2 D FLOPs); the CUDA kernel has no tensor-core
+#   instruction and streams every column tile per row block (6 N^2 D FLOPs on FFMA at ~1/12 of the bf16 rate).
+# - latent: CUDA first. Both backends are one memory-bound pass each way (3n / 5n values moved), so the device
+#   time is the same; at SSL sizes the op is launch-bound, and a C++ op dispatch costs less host time than a
+#   Python Triton launcher.
+AUTO_ORDER = {
+    "info_nce": {"cpu": ("cpu",), "cuda": ("triton", "cuda")},
+    "latent": {"cpu": ("cpu",), "cuda": ("cuda", "triton")},
+}
+DEFAULT_OP = "info_nce"
 
 
 class Availability(NamedTuple):
@@ -24,27 +38,11 @@ class Availability(NamedTuple):
     reason: str
 
 
-def _extension():
-    from simvae_fast import _C
-
-    return _C
-
-
 def _probe(name):
     if name == "reference":
         return Availability(True, "pure PyTorch")
     if name in ("cpu", "cuda"):
-        try:
-            ext = _extension()
-        except ImportError as err:
-            return Availability(False, f"C++ extension simvae_fast._C not importable ({err})")
-        if name == "cpu":
-            return Availability(True, "C++ extension loaded")
-        if not ext.WITH_CUDA:
-            return Availability(False, "extension built without CUDA")
-        if not torch.cuda.is_available():
-            return Availability(False, "no CUDA device")
-        return Availability(True, "extension built with CUDA")
+        return Availability(*_extension.availability(name))
     if importlib.util.find_spec("triton") is None:
         return Availability(False, "triton is not installed")
     if torch.cuda.is_available():
@@ -98,16 +96,17 @@ def _warn_fallback(device_type, candidates):
     )
 
 
-def resolve_backend(backend, device, implemented=BACKENDS):
-    """The backend a call on tensors of `device` runs on, among the backends the op `implemented`;
-    a clear error if the one asked for can't run it."""
+def resolve_backend(backend, device, implemented=BACKENDS, op=DEFAULT_OP):
+    """The backend a call of `op` ("info_nce" or "latent") on tensors of `device` runs on, among the backends
+    the op `implemented`; a clear error if the one asked for can't run it."""
     if backend == "auto":
         backend = os.environ.get(ENV_VAR, "auto") or "auto"
     if backend == "auto":
-        for name in AUTO_ORDER.get(device.type, ()):
+        order = AUTO_ORDER[op].get(device.type, ())
+        for name in order:
             if name in implemented and _availability(name).usable:
                 return name
-        _warn_fallback(device.type, tuple(n for n in AUTO_ORDER.get(device.type, ()) if n in implemented))
+        _warn_fallback(device.type, tuple(n for n in order if n in implemented))
         return "reference"
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected 'auto' or one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")

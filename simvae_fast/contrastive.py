@@ -39,6 +39,6 @@ def info_nce(z, *, temperature=0.5, normalize=True, positives="mean", reduction=
     check_positive("temperature", temperature)
     check_choice("positives", positives, reference.POSITIVES)
     check_choice("reduction", reduction, reference.REDUCTIONS)
-    name = resolve_backend(backend, z.device, tuple(IMPLEMENTATIONS))
+    name = resolve_backend(backend, z.device, tuple(IMPLEMENTATIONS), op="info_nce")
     check_fused_size("z", z, name)
     return IMPLEMENTATIONS[name](z, temperature, normalize, positives, reduction)

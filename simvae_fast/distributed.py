@@ -6,10 +6,15 @@ process's rows. With each process's loss the mean over its own anchor rows, the 
 losses is world_size times the single-process loss on the concatenated batch, so this process's rows receive
 world_size times the single-process gradient; DistributedDataParallel averages parameter gradients over the
 processes, which divides it back out: parameters get exactly the single-process gradient.
+
+The gather is torch's functional collective with autograd (its backward is the reduce-scatter of the
+gradients, summing): all_gather_single_autograd from torch 2.13 on, all_gather_tensor_autograd (the same op
+under its older name, deprecated in 2.13) before.
 """
-import torch
 import torch.distributed as dist
-from torch.distributed.nn.functional import all_gather
+import torch.distributed._functional_collectives as collectives
+
+_all_gather = getattr(collectives, "all_gather_single_autograd", None) or collectives.all_gather_tensor_autograd
 
 
 def world_size():
@@ -23,4 +28,5 @@ def gather_rows(x):
     """
     if world_size() == 1:
         return x, 0
-    return torch.cat(all_gather(x.contiguous()), dim=0), dist.get_rank() * x.shape[0]
+    gathered = _all_gather(x.contiguous(), 0, dist.group.WORLD)
+    return collectives.wait_tensor(gathered), dist.get_rank() * x.shape[0]

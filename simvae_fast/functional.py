@@ -61,7 +61,7 @@ def simclr_loss_func(z, indexes, temperature=0.1, backend="auto"):
     """solo-learn's simclr_loss_func: rows of z [N, D] with equal `indexes` [N] are positives of each other
     (the log-sum-exp form), every other row a negative; mean over rows. Rows may come in any order, but every
     index must occur equally often. Gathers from every process when torch.distributed is initialised, as
-    solo-learn does."""
+    solo-learn does. No rows: NaN, the mean over zero rows (as torch's mean), with an empty gradient."""
     if not isinstance(z, torch.Tensor) or z.dim() != 2:
         raise ValueError(f"z: expected a tensor [N, dim], got {getattr(z, 'shape', type(z).__name__)}")
     if not isinstance(indexes, torch.Tensor) or indexes.shape != z.shape[:1]:
@@ -71,7 +71,7 @@ def simclr_loss_func(z, indexes, temperature=0.1, backend="auto"):
     indexes_all, _ = gather_rows(indexes)
     order = torch.argsort(indexes_all, stable=True)
     _, counts = torch.unique_consecutive(indexes_all[order], return_counts=True)
-    views = int(counts[0])
+    views = int(counts[0]) if counts.numel() else 2  # no rows: no groups, any J >= 2 gives the empty result
     if bool((counts != views).any()) or views < 2:
         raise ValueError("indexes: expected every index to occur equally often, at least twice (J views per "
                          f"datum), got occurrence counts {sorted(set(counts.tolist()))}")
@@ -133,7 +133,7 @@ def simvae_loss(x, x_out, mu, logvar, *, seed=None, latent=None, sigma2=0.15, pr
     if latent is None:
         latent = simvae_latent(mu, logvar, sigma2=sigma2, prior=prior, seed=seed, backend=backend)
     parts = (log_likelihood(x, x_out, likelihood, gaussian_logvar), latent.entropy, latent.log_prior)
-    scale = 1.0 if reduction == "sum" else 1.0 / (mu.shape[0] * mu.shape[1])
-    reconstruction, entropy, log_prior = (part.sum() * scale for part in parts)
+    views = 1 if reduction == "sum" else mu.shape[0] * mu.shape[1]  # "mean" over zero views is NaN, as in torch
+    reconstruction, entropy, log_prior = (part.sum() / views for part in parts)
     loss = -(reconstruction + beta * (entropy + log_prior))
     return SimVAELossOut(loss, reconstruction, entropy, log_prior)

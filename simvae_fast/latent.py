@@ -72,6 +72,6 @@ def simvae_latent(mu, logvar, *, sigma2=0.15, prior="gaussian", seed=None, offse
             raise ValueError(f"seed: expected an int in [0, 2**63), got {seed!r}")
         if not isinstance(offset, int) or not 0 <= offset < 2**62:
             raise ValueError(f"offset: expected an int in [0, 2**62), got {offset!r}")
-    name = resolve_backend(backend, mu.device, tuple(IMPLEMENTATIONS))
+    name = resolve_backend(backend, mu.device, tuple(IMPLEMENTATIONS), op="latent")
     check_fused_size("mu", mu, name)
     return LatentOut(*IMPLEMENTATIONS[name](mu, logvar, eps, seed, offset, float(sigma2), prior))

@@ -39,7 +39,8 @@ def test_load_synthetic_idx(isolated, compress):
     assert ds.val.images.shape == (10, 1, 28, 28) and ds.test.images.shape == (20, 1, 28, 28)
     assert ds.train.labels.dtype == torch.int64
     assert torch.equal(ds.test.images[:, 0], torch.from_numpy(arrays[2]))
-    assert torch.equal(ds.test.labels, torch.from_numpy(arrays[3]).long())
+    assert ds.test.labels.shape == (20, 1) and torch.equal(ds.test.labels[:, 0], torch.from_numpy(arrays[3]).long())
+    assert ds.targets == (("class", data.DATASETS["mnist"].classes),)
     # train + val are the training set, each image once, with its own label
     merged = {(img.numpy().tobytes(), int(lab)) for split in (ds.train, ds.val) for img, lab in zip(*split)}
     assert merged == {(img.tobytes(), int(lab)) for img, lab in zip(arrays[0], arrays[1])}
@@ -86,8 +87,8 @@ def test_lookup_places(isolated, monkeypatch, layout):
 def test_missing_dataset_names_the_fetch_command(isolated):
     with pytest.raises(data.DatasetNotFoundError, match="simvae-fast data fetch fashion-mnist"):
         data.load("fashion-mnist", isolated / "nowhere")
-    with pytest.raises(ValueError, match="'fashion-mnist', 'mnist'"):
-        data.load("cifar10")
+    with pytest.raises(ValueError, match="'fashion-mnist', 'mnist', 'cifar10', 'celeba'"):
+        data.load("svhn")
 
 
 def test_checksum_error_names_the_file(isolated, monkeypatch):
@@ -121,7 +122,7 @@ def test_real_datasets_match_their_checksums(name):
     """Where a real dataset is present (the cache, Debian's package), it loads with the recorded checksums."""
     ds = data.load(name)
     assert len(ds.train.labels) + len(ds.val.labels) == 60000 and len(ds.test.labels) == 10000
-    assert set(ds.test.labels.tolist()) == set(range(10))
+    assert set(ds.test.labels[:, 0].tolist()) == set(range(10))
 
 
 def _stand_in(bin_dir, name, script):

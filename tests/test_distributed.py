@@ -2,6 +2,7 @@
 equal loss, and equal parameter gradients after DistributedDataParallel averages them."""
 import os
 import socket
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -35,6 +36,8 @@ LOSSES = {
 
 
 def run_rank(rank, port, results):
+    warnings.simplefilter("error", FutureWarning)  # a deprecated collective fails the run (it did before #16)
+    warnings.simplefilter("error", DeprecationWarning)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         for name, loss_fn in LOSSES.items():
@@ -67,5 +70,5 @@ def test_two_processes_equal_one_process():
         loss.backward()
         for rank in range(WORLD):
             got_loss, got_grad = results[(name, rank)]
-            torch.testing.assert_close(got_loss, float(loss), msg=f"{name}: loss")
+            torch.testing.assert_close(got_loss, float(loss.detach()), msg=f"{name}: loss")
             torch.testing.assert_close(got_grad, net.weight.grad, msg=f"{name}: weight gradient")

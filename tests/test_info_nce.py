@@ -1,7 +1,14 @@
 """Fused InfoNCE backends (cpu; triton under the interpreter) against simvae_fast.reference.info_nce.
 
-Loss, dL/dz and dL/dtau on fresh random inputs; NT-Xent as an explicit loop; the closed form for identical
-views; no N x N allocation on the CPU; bad input and NaN; opcheck, gradcheck, torch.compile.
+Loss, dL/dz and dL/dtau on fresh random inputs, compared relative to the float64 reference's own magnitude
+(tests/tolerances.py: norm-wise and per element, nothing clamped to 1), mean-reduced cases with gradients of
+~1e-4 included; NT-Xent as an explicit loop; the closed form for identical views; no N x N allocation on the
+CPU; the same bits on every run and thread count; bad input and NaN; opcheck, gradcheck, torch.compile.
+
+Shown to fail on broken CPU kernels (once, by hand): dz = 0 fails every gradient comparison (norm-wise error
+1); without the column product dU_K += M^T U_I every case of more than one tile (N > 128) fails, the
+mean-reduced one with dz ~1e-4 by a norm-wise error of 0.016 that a comparison clamped to 1 would pass; with
+the one-shift path forced on every tile the float32 tau = 0.01 unnormalised cases fail.
 """
 import math
 
@@ -11,6 +18,7 @@ import torch
 import simvae_fast
 from simvae_fast import reference
 from simvae_fast.backends import backends
+from tolerances import assert_relative
 
 USABLE = [name for name in ("cpu", "triton") if backends()[name].usable]
 ON_CPU = [pytest.param(name, marks=pytest.mark.skipif(name not in USABLE, reason=f"{name} not usable"))
@@ -26,10 +34,15 @@ CASES = [
     (5, 2, 129, True, "logsumexp", 2.0, "mean"),
     (2, 4, 1, False, "logsumexp", 0.5, "sum"),
     (33, 4, 7, True, "mean", 0.1, "sum"),
+    # N = 2100: 9 blocks of 256 rows on the CPU (an odd count: a bye in every round), 2 tiles per block, a
+    # partial last block; mean-reduced, so dz is ~1e-4 (first case) and held to the same relative standard.
+    (1050, 2, 33, True, "mean", 0.5, "mean"),
+    (700, 3, 17, False, "logsumexp", 0.07, "mean"),
+    (700, 3, 17, False, "mean", 0.01, "mean"),  # logits ~1e3 of every size: the tiles' two-shift path
 ]
 TRITON_CASES = [CASES[1], CASES[2], CASES[5]]  # the interpreter is slow: a subset
-# Outputs are poisoned (NaN in every fresh allocation) and assert_close requires finite values: an element a
-# kernel never wrote fails the comparison.
+# Outputs are poisoned (NaN in every fresh allocation) and assert_relative requires finite values where the
+# reference is finite: an element a kernel never wrote fails the comparison.
 pytestmark = pytest.mark.usefixtures("poison_empty_tensors")
 TOL = {torch.float64: 1e-9, torch.float32: 2e-4, torch.float16: 2e-2, torch.bfloat16: 3e-2}
 
@@ -48,14 +61,6 @@ def run(backend, z, tau, normalize, positives, reduction):
     return loss.detach(), dz, dt
 
 
-def assert_close(actual, expected, tol, what):
-    actual, expected = actual.double(), expected.double()
-    scale = expected.abs().max().clamp_min(1.0)
-    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
-    err = (actual - expected).abs().max() / scale
-    assert err <= tol, f"{what}: max error {err:.3g} (relative to {scale:.3g}) > {tol}"
-
-
 def compare(backend, case, dtype, seed=0):
     G, J, D, normalize, positives, tau, reduction = case
     gen = torch.Generator().manual_seed(seed)
@@ -67,7 +72,7 @@ def compare(backend, case, dtype, seed=0):
     assert actual[0].dtype == dtype and actual[0].shape == expected[0].shape
     assert actual[1].dtype == dtype and actual[1].shape == z.shape
     for a, e, what in zip(actual, expected, ("loss", "dz", "dtau")):
-        assert_close(a, e, TOL[dtype], f"{backend} {case} {dtype} {what}")
+        assert_relative(a, e, TOL[dtype], f"{backend} {case} {dtype} {what}")
 
 
 @pytest.mark.skipif("cpu" not in USABLE, reason="C++ extension not built (test_backends fails then)")
@@ -150,6 +155,25 @@ def test_cpu_allocates_no_n_by_n_matrix():
         peak = max(peak, live)
     assert events and z.grad is not None
     assert peak < N * N * 4 / 20, f"peak {peak} bytes"
+
+
+@pytest.mark.skipif("cpu" not in USABLE, reason="cpu backend not usable")
+def test_cpu_same_bits_every_run_and_thread_count():
+    """The CPU kernel's block pairs run in rounds whose pairs share no rows, and the block size depends on N
+    only: every row's sums come in one order whatever thread runs them, so loss, dz and dtau are the same
+    bits on every run and for 1, 2 or 3 threads (9 blocks here: several pairs per round)."""
+    z = torch.randn(1050, 2, 33, generator=torch.Generator().manual_seed(5))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3, 2):
+            torch.set_num_threads(n)
+            results.append(run("cpu", z, 0.1, True, "logsumexp", "none"))
+    finally:
+        torch.set_num_threads(threads)
+    for n, result in zip((2, 3, 2), results[1:]):
+        for what, a, e in zip(("loss", "dz", "dtau"), result, results[0]):
+            assert torch.equal(a, e), f"{what} with {n} threads differs from 1 thread"
 
 
 @pytest.mark.parametrize("backend", ["reference", *ON_CPU])
@@ -240,7 +264,7 @@ def test_gpu_matches_reference(backend, dtype, case):
     actual = run(backend, z, tau, normalize, positives, reduction)
     tol = {torch.float32: 2e-3}.get(dtype, TOL[dtype])  # fp32 on the GPU: still ieee, but other sum orders
     for a, e, what in zip(actual, expected, ("loss", "dz", "dtau")):
-        assert_close(a, e, tol, f"{backend} {case} {dtype} {what}")
+        assert_relative(a, e, tol, f"{backend} {case} {dtype} {what}")
 
 
 @pytest.mark.parametrize("backend", ON_CPU)
@@ -252,4 +276,4 @@ def test_float32_temperature_with_other_dtype_z(backend):
     simvae_fast.info_nce(z, temperature=t32, backend=backend).backward()
     reference.info_nce(z, t64).backward()
     assert t32.grad.dtype == torch.float32
-    torch.testing.assert_close(t32.grad.double(), t64.grad, rtol=1e-5, atol=1e-6)
+    assert_relative(t32.grad, t64.grad, 1e-5, f"{backend} float32 dtau")

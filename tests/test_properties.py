@@ -1,5 +1,6 @@
 """Property tests: every public op on every backend usable here against the reference in float64, over random
-shapes (sizes 1 and odd ones included), dtypes, priors, positive forms, temperatures, and non-contiguous or
+shapes (empty ones, G = 0 or D = 0, sizes 1 and odd ones included; on the CPU up to N = 320 rows, several of
+the InfoNCE kernel's 128-row tiles), dtypes, priors, positive forms, temperatures, and non-contiguous or
 offset views of larger tensors. A fixed, derandomised example budget keeps CI bounded; the Triton-interpreter
 cases are few and small."""
 import pytest
@@ -13,7 +14,7 @@ from simvae_fast.backends import backends
 
 KERNELS = [b for b in ("cpu", "triton") if backends()[b].usable]
 BUDGET = {"cpu": 40, "triton": 6}
-LIMIT = {"cpu": 24, "triton": 6}  # largest G, J*D scale per backend (the interpreter is slow)
+LIMIT = {"cpu": 64, "triton": 6}  # largest G per backend (the interpreter is slow)
 TOL = {torch.float64: 1e-9, torch.float32: 2e-5}
 
 
@@ -25,9 +26,9 @@ def budget(backend):
 @st.composite
 def latent_inputs(draw, backend, min_views=1):
     """(tensor of shape [G, J, D], as a contiguous, transposed, strided or offset view) plus the dtype."""
-    G = draw(st.integers(1, LIMIT[backend]))
+    G = draw(st.integers(0, LIMIT[backend]))
     J = draw(st.integers(min_views, 5))
-    D = draw(st.sampled_from([1, 2, 3, 7, 17, 33] if backend == "cpu" else [1, 3, 17]))
+    D = draw(st.sampled_from([0, 1, 2, 3, 7, 17, 33] if backend == "cpu" else [0, 1, 3, 17]))
     dtype = draw(st.sampled_from([torch.float64, torch.float32]))
     layout = draw(st.sampled_from(["contiguous", "strided", "offset", "permuted"]))
     seed = draw(st.integers(0, 2**31 - 1))
@@ -58,11 +59,13 @@ def grads(outputs, inputs, seed):
 
 
 def assert_all_close(got, expected, dtype, magnitudes=None):
-    """Errors relative to each output's scale: its largest value, at least 1, at least the magnitude of the
-    terms it is summed from (`magnitudes`), since rounding errors scale with those, not with the result."""
+    """Errors relative to each output's scale: its largest finite value, at least 1, at least the magnitude of
+    the terms it is summed from (`magnitudes`), since rounding errors scale with those, not with the result.
+    NaN where the reference is NaN (an empty mean)."""
     for k, (a, e) in enumerate(zip(got, expected)):
-        scale = max(float(e.abs().max()) if e.numel() else 0.0, 1.0, magnitudes[k] if magnitudes else 0.0)
-        torch.testing.assert_close(a / scale, e / scale, rtol=0, atol=TOL[dtype])
+        finite = e[torch.isfinite(e)]
+        scale = max(float(finite.abs().max()) if finite.numel() else 0.0, 1.0, magnitudes[k] if magnitudes else 0.0)
+        torch.testing.assert_close(a / scale, e / scale, rtol=0, atol=TOL[dtype], equal_nan=True)
 
 
 @pytest.mark.parametrize("backend", KERNELS)
@@ -98,9 +101,10 @@ def test_info_nce_matches_reference(backend):
         kwargs = dict(temperature=tau, normalize=normalize, positives=positives, reduction=reduction)
         got = grads([simvae_fast.info_nce(z, backend=backend, **kwargs)], (z, tau), seed)
         expected = grads([reference.info_nce(z, tau, normalize, positives, reduction)], (z, tau), seed)
-        norms = z.detach().double().reshape(-1, D).norm(dim=1)
-        logit = 1.0 / temperature if normalize else float(norms.max()) ** 2 / temperature  # largest |s_ik|
-        row_scale = 1.0 / float(norms.min().clamp_min(1e-3)) if normalize else float(norms.max())
+        norms = z.detach().double().norm(dim=2).flatten()
+        largest, smallest = (float(norms.max()), float(norms.min())) if norms.numel() else (0.0, 1.0)
+        logit = 1.0 / temperature if normalize else largest**2 / temperature  # largest |s_ik|
+        row_scale = 1.0 / max(smallest, 1e-3) if normalize else largest
         # loss ~ logits; dz ~ (1/tau) sum_k G_ik u_k with G's error ~ logit; dtau ~ (1/tau) sum G s
         assert_all_close(got, expected, dtype, [logit, logit * row_scale / temperature, logit**2 / temperature])
 

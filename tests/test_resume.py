@@ -1,5 +1,6 @@
 """Killed mid-epoch (SIGKILL) or stopped by Ctrl-C (SIGINT), then --resume: the run ends exactly as an
-uninterrupted run with the same seed (metrics log, probe results and weights)."""
+uninterrupted run with the same seed (metrics log, probe results and weights, BatchNorm statistics included):
+for the MLP on grey images and for the ResNet on CIFAR-10-shaped images (colour jitter from the same generator)."""
 import os
 import signal
 import subprocess
@@ -10,11 +11,14 @@ import pytest
 import torch
 
 from simvae_fast import data
+from simvae_fast.app import cifar10
 from simvae_fast.train import FAULT_ENV
 
-# 192 training images, 64 groups of 2 views a step: 3 steps an epoch, 6 in all
-ARGS = ["--limit-train", "192", "--val-size", "32", "--limit-test", "32", "--epochs", "2", "--probe-epochs", "2",
-        "--log-every", "2", "--no-verify", "--seed", "7"]
+# 3 steps an epoch, 6 in all: 192 grey images, 64 groups of 2 views a step; or 24 RGB images, 8 groups a step
+ARGS = ["--val-size", "32", "--limit-test", "32", "--epochs", "2", "--probe-epochs", "2", "--log-every", "2",
+        "--no-verify", "--seed", "7"]
+DATASETS = {"mnist": ["--limit-train", "192"],
+            "cifar10": ["--limit-train", "24", "--batch-size", "16", "--latent-dim", "8"]}
 
 
 def run_cli(*args, fault=None):
@@ -25,14 +29,18 @@ def run_cli(*args, fault=None):
                           timeout=300)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+@pytest.fixture(scope="module", params=list(DATASETS))
+def runs(tmp_path_factory, request):
     """The data, and a reference run trained without interruption."""
     root = tmp_path_factory.mktemp("resume")
     rng = np.random.default_rng(1)
-    data.write_dataset(root / "data" / "mnist", rng.integers(0, 256, (224, 28, 28)), rng.integers(0, 10, 224),
-                       rng.integers(0, 256, (32, 28, 28)), rng.integers(0, 10, 32))
-    common = ["--dataset", "mnist", "--data-root", str(root / "data"), *ARGS]
+    if request.param == "mnist":
+        data.write_dataset(root / "data" / "mnist", rng.integers(0, 256, (224, 28, 28)), rng.integers(0, 10, 224),
+                           rng.integers(0, 256, (32, 28, 28)), rng.integers(0, 10, 32))
+    else:
+        cifar10.write_dataset(root / "data", rng.integers(0, 256, (56, 3, 32, 32)), rng.integers(0, 10, 56),
+                              rng.integers(0, 256, (32, 3, 32, 32)), rng.integers(0, 10, 32))
+    common = ["--dataset", request.param, "--data-root", str(root / "data"), *ARGS, *DATASETS[request.param]]
     done = run_cli("train", *common, "--out", str(root / "uninterrupted"))
     assert done.returncode == 0, done.stderr
     return root, common

@@ -41,9 +41,9 @@ def _dataset(n_train, n_val, n_test):
 
     def split(n, seed):
         noise = torch.randint(0, 10, (n, 1, 28, 28), generator=torch.Generator().manual_seed(seed))
-        return data.Split((pattern + noise).to(torch.uint8), torch.zeros(n, dtype=torch.int64))
+        return data.Split((pattern + noise).to(torch.uint8), torch.zeros(n, 1, dtype=torch.int64))
 
-    return data.Dataset("synthetic", None, ("one",), split(n_train, 0), split(n_val, 1), split(n_test, 2))
+    return data.Dataset("synthetic", None, (("class", ("one",)),), split(n_train, 0), split(n_val, 1), split(n_test, 2))
 
 
 def test_style_probes_recover_the_augmentation_from_pixels_only():

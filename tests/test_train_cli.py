@@ -21,7 +21,7 @@ def test_each_method_trains_and_evaluates(data_root, tmp_path, capsys, method, e
     out = tmp_path / "run"
     assert main(["train", "--method", method, "--data-root", str(data_root), "--out", str(out), *TINY, *extra]) == 0
     printed = capsys.readouterr().out
-    assert "linear" in printed and "knn k=20" in printed and "position r2, mlp" in printed
+    assert "class acc, linear" in printed and "knn k=20" in printed and "position r2, mlp" in printed
 
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -34,12 +34,13 @@ def test_each_method_trains_and_evaluates(data_root, tmp_path, capsys, method, e
 
     results = json.loads((out / "results.json").read_text())
     assert results["method"] == method and results["epochs"] == 1
+    content = results["content"]["class"]
     for kind in ("linear", "mlp"):
-        assert 0.0 <= results[kind]["test_acc"] <= 1.0 and len(results[kind]["history"]) == 2
-        chosen = results[kind]["history"][results[kind]["epoch"] - 1]
-        assert chosen["val_acc"] == max(h["val_acc"] for h in results[kind]["history"])
-        assert chosen["test_acc"] == results[kind]["test_acc"]  # reported at the validation-chosen epoch
-    assert 0.0 <= results["knn"]["test_acc"] <= 1.0 and results["knn"]["k"] == 20
+        assert 0.0 <= content[kind]["test_acc"] <= 1.0 and len(content[kind]["history"]) == 2
+        chosen = content[kind]["history"][content[kind]["epoch"] - 1]
+        assert chosen["val_acc"] == max(h["val_acc"] for h in content[kind]["history"])
+        assert chosen["test_acc"] == content[kind]["test_acc"]  # reported at the validation-chosen epoch
+    assert 0.0 <= content["knn"]["test_acc"] <= 1.0 and content["knn"]["k"] == 20
     assert set(results["style"]) == {"flip", "scale", "position"}
     assert all(set(probes) == {"linear", "mlp"} for probes in results["style"].values())
     assert (out / "loss.png").stat().st_size > 0
@@ -64,11 +65,11 @@ def test_existing_run_is_refused_unless_overwrite(data_root, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, valid", [
     (["train", "--method", "byol"], ["simvae", "vae", "simclr"]),
-    (["train", "--dataset", "cifar10"], ["fashion-mnist", "mnist"]),
+    (["train", "--dataset", "svhn"], ["fashion-mnist", "mnist", "cifar10", "celeba"]),
     (["train", "--prior", "laplace"], ["gaussian", "flat", "official"]),
-    (["train", "--augment", "autoaugment"], ["official", "simclr"]),
+    (["train", "--augment", "autoaugment"], ["official", "official-rgb", "simclr"]),
     (["train", "--device", "tpu"], ["auto", "cpu", "cuda"]),
-    (["data", "fetch", "cifar10"], ["fashion-mnist", "mnist"]),
+    (["data", "fetch", "svhn"], ["fashion-mnist", "mnist", "cifar10", "celeba"]),
     (["frobnicate"], ["train", "eval", "data"]),
 ])
 def test_unknown_values_list_the_valid_ones(capsys, args, valid):
@@ -141,7 +142,7 @@ def test_cuda_bf16_run(data_root, tmp_path, method):
     assert main(["train", "--method", method, "--data-root", str(data_root), "--out", str(out), *TINY,
                  "--device", "cuda", "--bf16"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert 0.0 <= results["linear"]["test_acc"] <= 1.0
+    assert 0.0 <= results["content"]["class"]["linear"]["test_acc"] <= 1.0
     with open(out / "metrics.csv", newline="") as f:
         assert all(math.isfinite(float(r["loss"])) for r in csv.DictReader(f))
 
@@ -193,3 +194,56 @@ def test_simvae_loss_bad_arguments():
         SimVAELoss(reduction="none")
     with pytest.raises(ValueError, match="x_out: expected the shape of x"):
         SimVAELoss()(torch.rand(2, 2, 4), torch.rand(2, 2, 5), torch.zeros(2, 2, 3), torch.zeros(2, 2, 3))
+
+
+# --- the RGB datasets: the ResNet pair, the Gaussian likelihood, the official RGB recipe ---
+
+RGB_TINY = ["--architecture", "resnet", "--epochs", "1", "--limit-train", "64", "--limit-test", "32", "--val-size",
+            "16", "--probe-epochs", "1", "--no-verify"]
+
+
+def write_rgb_datasets(root):
+    """CIFAR-10- and CelebA-shaped files: 96 + 32 CIFAR images, 120 CelebA JPEGs (72 train, 16 val, 32 test)."""
+    import numpy as np
+
+    from simvae_fast.app import celeba, cifar10
+
+    rng = np.random.default_rng(3)
+    cifar10.write_dataset(root, rng.integers(0, 256, (96, 3, 32, 32)), rng.integers(0, 10, 96),
+                          rng.integers(0, 256, (32, 3, 32, 32)), rng.integers(0, 10, 32))
+    attributes = np.where(rng.random((120, 40)) < 0.3, 1, -1)
+    celeba.write_dataset(root, rng.integers(0, 256, (120, 80, 64, 3)), attributes, [0] * 72 + [1] * 16 + [2] * 32)
+    return root
+
+
+@pytest.mark.parametrize("dataset, targets, style", [
+    ("cifar10", {"class"}, {"flip", "scale", "position", "colour"}),
+    ("celeba", {"hair", "gender"}, {"flip", "scale", "position", "colour"}),
+])
+def test_rgb_dataset_trains_and_evaluates(isolated, capsys, dataset, targets, style):
+    """The issue's command, on each RGB dataset: results.json with the content probes of every target (CelebA:
+    hair colour and gender) and the RGB style targets."""
+    root, out = write_rgb_datasets(isolated / "data"), isolated / "run"
+    assert main(["train", "--dataset", dataset, "--data-root", str(root), "--out", str(out), *RGB_TINY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["content"]) == targets and set(results["style"]) == style
+    for probes in results["content"].values():
+        assert {"linear", "mlp", "knn"} <= set(probes) and 0 <= probes["linear"]["test_acc"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert (config["architecture"], config["latent_dim"], config["likelihood"]) == ("resnet", 64, "gaussian")
+    assert "hair acc, linear" in capsys.readouterr().out or dataset == "cifar10"
+    assert (out / "reconstructions.png").stat().st_size > 0
+
+
+def test_rgb_dataset_missing_says_where_to_put_it(isolated, capsys):
+    assert main(["train", "--dataset", "cifar10", "--out", str(isolated / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cifar-10-batches-py" in err and "cannot be fetched here" in err
+    assert main(["data", "fetch", "celeba"]) == 2
+    assert "list_eval_partition.txt" in capsys.readouterr().err
+
+
+def test_resnet_on_grey_28px_is_refused(data_root, tmp_path, capsys):
+    assert main(["train", "--data-root", str(data_root), "--out", str(tmp_path / "run"), *TINY,
+                 "--architecture", "resnet"]) == 2
+    assert "expected square images of 32 or 64 pixels, got 28x28" in capsys.readouterr().err

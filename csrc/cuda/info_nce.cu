@@ -1,346 +1,253 @@
-// InfoNCE / NT-Xent CUDA kernels (math doc §4): tiled, shared memory, fp32 accumulation (fp64 for fp64),
-// no N x N buffer. Torch-free: compile-checked with plain nvcc.
+// InfoNCE / NT-Xent CUDA launchers (math doc §4). bfloat16 and float16 rows of up to 256 dims, and float32 rows
+// of up to 128 when the call allows TF32 (torch's allowTF32CuBLAS, read by info_nce_cuda.cpp), run on the tensor
+// cores: the kernels below are thin __global__ wrappers of the block bodies in info_nce_tiles.cuh (tiles,
+// mma.sync: m16n8k16 bf16/fp16, m16n8k8 tf32) and info_nce_rows.cuh (per-row parts), run with the device
+// execution policy; their schedule and workspace come from info_nce_plan.h. Everything else (float64, float32
+// without TF32 or wider than 128) goes to the exact CUDA-core kernels (info_nce_exact.cu).
+// Torch-free: compile-checked with plain nvcc. Cost model and predicted H200 time: info_nce_tiles.cuh's header.
 //
-// Notation: z_i the N = G*J rows, c_i = 1/max(||z_i||, 1e-12) with normalize (F.normalize) else 1,
-// u_i = c_i z_i, scale = 1/tau, s_ik = scale c_i c_k (z_i . z_k): products on z, norms as row/column factors.
-//
-// lse_kernel (forward): a block owns BM = 64 rows and streams BN = 64 column tiles. Each tile S = Z_I Z_K^T is
-// accumulated in registers (16 x 16 threads, 4 x 4 each, strided so shared reads are conflict-free) from BK-wide
-// slices staged in shared memory. Each thread keeps an online (max m, sum l) per row over its columns,
-//     m' = max(m, max_k s_ik),  l' = l exp(m - m') + sum_k exp(s_ik - m')    (k != i),
-// and the 16 threads of a row merge theirs with warp shuffles: lse_i = m + log l. Stable for every tau and for
-// unnormalised rows. A NaN logit is carried by `poison` (s - s), so lse_i is NaN whenever a logit is.
-// positives_forward_kernel: one warp per row, O(J D): pos_i = mean_p s_ip or LSE_p s_ip, loss_i = lse_i - pos_i.
-//
-// Backward, w_i = dloss/dloss_i, P_ik = exp(s_ik - lse_i), W_ip = 1/(J-1) or exp(s_ip - pos_i),
-// G_ik = w_i (P_ik - W_ik):
-//     dL/du_i = scale sum_k (G_ik + G_ki) u_k,  dL/dscale = sum_ik G_ik (u_i . u_k),  dL/dtau = -scale^2 dL/dscale.
-// grad_tile_kernel: a block owns (BM rows, DC = 64 output dims); it recomputes each tile S[I, K] once and, since s
-// is symmetric and lse_k is known for every row, forms both w_i exp(s_ik - lse_i) and w_k exp(s_ik - lse_k);
-// M = (G + G^T)[I, K] c_K goes to shared memory and du_I += M Z_K[:, dims]. Each block owns its rows of du: no
-// atomics, deterministic (2 N^2 exps, 4 N^2 D flops; tiles recomputed once per 64 output dims).
-// finish_backward_kernel: one warp per row adds the positives' part -scale sum_p (w_i W_ip + w_p W_pi) u_p, scales,
-// and applies the F.normalize Jacobian dz_i = c_i (du_i - c_i^2 (z_i . du_i) z_i) (||z_i|| > eps; else c_i du_i).
-// dscale_kernel sums the per-row dL/dscale parts in a fixed order.
+// Launches, forward:  memset(maxima) | prep_rows | forward tiles | forward_rows
+//           backward: memset(maxima, du when atomic) | prep_rows | backward tiles | backward_rows | dscale_sum
+// The tile kernels use 128 threads and are built for 2 resident blocks per SM (__launch_bounds__(128, 2):
+// <= 255 registers; dynamic shared memory TileSmem<...>::kBytes, 22 KB (bf16, 32 dims) .. 110 KB (bf16, 256)).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
-#include <cmath>
-
+#include "exec_policy_device.cuh"
 #include "info_nce.h"
+#include "info_nce_exact.h"
+#include "info_nce_plan.h"
+#include "info_nce_rows.cuh"
+#include "info_nce_tiles.cuh"
 
 namespace simvae_fast {
 namespace {
 
-constexpr int BM = 64, BN = 64, BK = 8, DC = 64, TPB = 16, TM = BM / TPB, TN = BN / TPB, TD = DC / TPB;
-constexpr int kWarpRows = 8;  // rows per 256-thread block in the one-warp-per-row kernels
-constexpr double kNormEps = 1e-12;
+using tiles::Bf16;
+using tiles::DevicePolicy;
+using tiles::F16;
+using tiles::Tf32;
+using tiles::kThreadsPerBlock;
+using tiles::kWarpsPerBlock;
+using tiles::Plan;
 
-__device__ inline float to_acc(float x) { return x; }
-__device__ inline double to_acc(double x) { return x; }
-__device__ inline float to_acc(__half x) { return __half2float(x); }
-__device__ inline float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+// The kernels are templated on the CUDA element type (so that their names say bfloat16 / half / float); the tile
+// code on its operand format.
+template <class T>
+struct Operand;
+template <>
+struct Operand<__nv_bfloat16> {
+  using type = Bf16;
+};
+template <>
+struct Operand<__half> {
+  using type = F16;
+};
+template <>
+struct Operand<float> {
+  using type = Tf32;
+};
+template <class T>
+using OperandOf = typename Operand<T>::type;
 
-template <typename T> __device__ inline T from_acc(float x);
-template <> __device__ inline float from_acc<float>(float x) { return x; }
-template <> __device__ inline __half from_acc<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ inline __nv_bfloat16 from_acc<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-template <typename T> __device__ inline T from_acc(double x) { return x; }
+template <class T>
+__global__ void __launch_bounds__(kThreadsPerBlock) prep_rows_kernel(tiles::PrepArgs a) {
+  tiles::prep_rows<DevicePolicy, OperandOf<T>>(a, blockIdx.x);
+}
+template <class T, int kDims>
+__global__ void __launch_bounds__(kThreadsPerBlock, 2) forward_tiles_kernel(tiles::ForwardTileArgs a) {
+  tiles::forward_block<DevicePolicy, OperandOf<T>, kDims>(a, blockIdx.x);
+}
+template <class T>
+__global__ void __launch_bounds__(kThreadsPerBlock) forward_rows_kernel(tiles::ForwardRowArgs a) {
+  tiles::forward_rows<DevicePolicy, OperandOf<T>>(a, blockIdx.x);
+}
+template <class T, int kDims, bool kSymmetric>
+__global__ void __launch_bounds__(kThreadsPerBlock, 2) backward_tiles_kernel(tiles::BackwardTileArgs a) {
+  tiles::backward_block<DevicePolicy, OperandOf<T>, kDims, kSymmetric>(a, blockIdx.x);
+}
+template <class T>
+__global__ void __launch_bounds__(kThreadsPerBlock) backward_rows_kernel(tiles::BackwardRowArgs a) {
+  tiles::backward_rows<DevicePolicy, OperandOf<T>>(a, blockIdx.x);
+}
+__global__ void __launch_bounds__(kThreadsPerBlock) dscale_sum_kernel(const float* ds_part, int64_t parts,
+                                                                     const float* dscale_rows, int64_t N,
+                                                                     const float* temperature, float* grad) {
+  tiles::dscale_sum<DevicePolicy>(ds_part, parts, dscale_rows, N, temperature, grad);
+}
 
-template <typename Acc>
-__device__ inline Acc warp_sum(Acc v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+bool on_tensor_cores(const InfoNceCall& c) { return info_nce_on_tensor_cores(c.dtype, c.D, c.tf32); }
+
+// Four tile blocks per SM: two resident at a time, and a second wave to even out the runs' lengths.
+int target_blocks() {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0)
+    sms = 132;
+  return 4 * sms;
+}
+
+Plan plan_of(const InfoNceCall& c, bool backward) {
+  const bool aligned = reinterpret_cast<uintptr_t>(c.z) % 16 == 0;
+  if (c.dtype == InfoNceDtype::kFloat32)
+    return tiles::make_plan<Tf32>(c.N, c.D, aligned, backward, c.deterministic, target_blocks());
+  return tiles::make_plan<Bf16>(c.N, c.D, aligned, backward, c.deterministic, target_blocks());  // = F16's
+}
+
+size_t acc_bytes(const InfoNceCall& c) { return c.dtype == InfoNceDtype::kFloat64 ? 8 : 4; }
+size_t aligned_size(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+unsigned row_grid(int64_t N) { return unsigned((N + kWarpsPerBlock - 1) / kWarpsPerBlock); }
+
+template <class Kernel>
+cudaError_t allow_smem(Kernel kernel, uint32_t bytes) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+}
+
+struct Views {  // the plan's workspace pieces
+  float *inv, *maxima;
+  void* zp;
+  tiles::TileProblem tiles;
+  tiles::RowProblem rows;
+};
+
+Views views_of(const InfoNceCall& c, const Plan& plan, void* workspace) {
+  char* ws = static_cast<char*>(workspace);
+  Views v{};
+  v.inv = reinterpret_cast<float*>(ws + plan.inv);
+  v.maxima = reinterpret_cast<float*>(ws + plan.maxima);
+  v.zp = plan.copy ? ws + plan.zp : nullptr;
+  const float* temperature = static_cast<const float*>(c.temperature);
+  v.tiles = {plan.copy ? v.zp : c.z, plan.copy ? plan.pitch : c.D, int(c.N), plan.sweep, temperature, v.inv};
+  v.rows = {c.z, c.N, c.D, c.J, temperature, v.inv, c.normalize, c.positives_logsumexp};
   return v;
 }
 
-// z_a . z_b by one warp.
-template <typename T, typename Acc>
-__device__ inline Acc warp_dot(const T* a, const T* b, int64_t D, int lane) {
-  Acc s = 0;
-  for (int64_t d = lane; d < D; d += 32) s += to_acc(a[d]) * to_acc(b[d]);
-  return warp_sum(s);
+template <class T, int kDims>
+cudaError_t forward_tensor_cores(const InfoNceCall& c, const Plan& plan, void* workspace, float* loss, float* lse,
+                                 float* pos, cudaStream_t stream) {
+  using L = tiles::TileSmem<OperandOf<T>, kDims, false>;
+  const Views v = views_of(c, plan, workspace);
+  char* ws = static_cast<char*>(workspace);
+  cudaError_t err = cudaMemsetAsync(v.maxima, 0, 8, stream);
+  if (err != cudaSuccess) return err;
+  prep_rows_kernel<T><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(
+      tiles::PrepArgs{v.rows, nullptr, v.inv, v.maxima, v.zp, plan.pitch});
+  const tiles::ForwardTileArgs fa{v.tiles, reinterpret_cast<tiles::MaxSum*>(ws + plan.row_part),
+                                  reinterpret_cast<tiles::MaxSum*>(ws + plan.col_part)};
+  if ((err = allow_smem(forward_tiles_kernel<T, kDims>, L::kBytes)) != cudaSuccess) return err;
+  forward_tiles_kernel<T, kDims><<<plan.sweep.blocks(), kThreadsPerBlock, L::kBytes, stream>>>(fa);
+  forward_rows_kernel<T><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(
+      tiles::ForwardRowArgs{v.rows, plan.sweep, fa.row_part, fa.col_part, lse, pos, loss});
+  return cudaGetLastError();
 }
 
-template <typename T, typename Acc>
-__global__ void inverse_norm_kernel(const T* z, int64_t N, int64_t D, bool normalize, Acc* inv) {
-  const int64_t i = int64_t(blockIdx.x) * kWarpRows + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (i >= N) return;
-  const Acc sq = normalize ? warp_dot<T, Acc>(z + i * D, z + i * D, D, lane) : Acc(1);
-  if (lane == 0) inv[i] = normalize ? Acc(1) / fmax(sqrt(sq), Acc(kNormEps)) : Acc(1);
+template <class T, int kDims>
+cudaError_t backward_tensor_cores(const InfoNceCall& c, const Plan& plan, const float* w, const float* lse,
+                                  const float* pos, void* workspace, void* grad_z, float* grad_temperature,
+                                  cudaStream_t stream) {
+  using LSym = tiles::TileSmem<OperandOf<T>, kDims, true>;
+  using LFull = tiles::TileSmem<OperandOf<T>, kDims, false>;
+  const Views v = views_of(c, plan, workspace);
+  char* ws = static_cast<char*>(workspace);
+  float* du = reinterpret_cast<float*>(ws + plan.du);
+  float* ds_part = reinterpret_cast<float*>(ws + plan.ds_part);
+  float* dscale_rows = reinterpret_cast<float*>(ws + plan.dscale_rows);
+  cudaError_t err = cudaMemsetAsync(v.maxima, 0, 8, stream);
+  if (err == cudaSuccess && plan.sweep.symmetric)
+    err = cudaMemsetAsync(du, 0, sizeof(float) * plan.rows() * plan.dims, stream);
+  if (err != cudaSuccess) return err;
+  prep_rows_kernel<T><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(
+      tiles::PrepArgs{v.rows, w, v.inv, v.maxima, v.zp, plan.pitch});
+  const tiles::BackwardTileArgs ba{v.tiles, lse, w, v.maxima, du, ds_part};
+  if (plan.sweep.symmetric) {
+    if ((err = allow_smem(backward_tiles_kernel<T, kDims, true>, LSym::kBytes)) != cudaSuccess) return err;
+    backward_tiles_kernel<T, kDims, true><<<plan.sweep.blocks(), kThreadsPerBlock, LSym::kBytes, stream>>>(ba);
+  } else {
+    if ((err = allow_smem(backward_tiles_kernel<T, kDims, false>, LFull::kBytes)) != cudaSuccess) return err;
+    backward_tiles_kernel<T, kDims, false><<<plan.sweep.blocks(), kThreadsPerBlock, LFull::kBytes, stream>>>(ba);
+  }
+  backward_rows_kernel<T><<<row_grid(c.N), kThreadsPerBlock, 0, stream>>>(tiles::BackwardRowArgs{
+      v.rows, w, pos, v.maxima, du, plan.du_parts(), plan.dims, plan.rows(), dscale_rows, grad_z});
+  dscale_sum_kernel<<<1, kThreadsPerBlock, 16, stream>>>(ds_part, plan.sweep.blocks(), dscale_rows, c.N,
+                                                         v.rows.temperature, grad_temperature);
+  return cudaGetLastError();
 }
 
-// acc[r][c] = z_{row0 + ty + 16 r} . z_{col0 + tx + 16 c} (zero outside the matrix).
-template <typename T, typename Acc>
-__device__ inline void logit_tile(const T* z, int64_t N, int64_t D, int64_t row0, int64_t col0,
-                                  Acc (*As)[BM], Acc (*Bs)[BN], Acc acc[TM][TN]) {
-  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * TPB + tx;
-  for (int r = 0; r < TM; ++r)
-    for (int c = 0; c < TN; ++c) acc[r][c] = 0;
-  for (int64_t k0 = 0; k0 < D; k0 += BK) {
-    for (int e = tid; e < BM * BK; e += TPB * TPB) {
-      const int m = e / BK, kk = e % BK;
-      const int64_t k = k0 + kk, row = row0 + m, col = col0 + m;
-      As[kk][m] = (row < N && k < D) ? to_acc(z[row * D + k]) : Acc(0);
-      Bs[kk][m] = (col < N && k < D) ? to_acc(z[col * D + k]) : Acc(0);
-    }
-    __syncthreads();
-    for (int kk = 0; kk < BK; ++kk) {
-      Acc a[TM], b[TN];
-      for (int r = 0; r < TM; ++r) a[r] = As[kk][ty + TPB * r];
-      for (int c = 0; c < TN; ++c) b[c] = Bs[kk][tx + TPB * c];
-      for (int r = 0; r < TM; ++r)
-        for (int c = 0; c < TN; ++c) acc[r][c] += a[r] * b[c];
-    }
-    __syncthreads();
+// Calls F<T, dims>::run(args...) for the call's element type and the plan's padded width.
+template <template <class, int> class F, class T, class... Args>
+cudaError_t dispatch_dims(const InfoNceCall& c, const Plan& plan, Args... args) {
+  switch (plan.dims) {
+    case 32: return F<T, 32>::run(c, plan, args...);
+    case 64: return F<T, 64>::run(c, plan, args...);
+    case 128: return F<T, 128>::run(c, plan, args...);
+    case 256:
+      if constexpr (tiles::max_dims<OperandOf<T>>() >= 256) return F<T, 256>::run(c, plan, args...);
+      return cudaErrorInvalidValue;
+    default: return cudaErrorInvalidValue;
   }
 }
-
-template <typename T, typename Acc>
-__global__ void __launch_bounds__(TPB * TPB)
-    lse_kernel(const T* z, int64_t N, int64_t D, const Acc* temperature, const Acc* inv, Acc* lse) {
-  __shared__ Acc As[BK][BM];
-  __shared__ Acc Bs[BK][BN];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t row0 = int64_t(blockIdx.x) * BM;
-  const Acc scale = Acc(1) / *temperature;
-  const Acc neg_inf = -INFINITY;
-  Acc a[TM], m[TM], l[TM], poison[TM];
-  for (int r = 0; r < TM; ++r) {
-    const int64_t i = row0 + ty + TPB * r;
-    a[r] = i < N ? scale * inv[i] : Acc(0);
-    m[r] = neg_inf;
-    l[r] = 0;
-    poison[r] = 0;
-  }
-  for (int64_t col0 = 0; col0 < N; col0 += BN) {
-    Acc acc[TM][TN];
-    logit_tile<T, Acc>(z, N, D, row0, col0, As, Bs, acc);
-    for (int r = 0; r < TM; ++r) {
-      const int64_t i = row0 + ty + TPB * r;
-      Acc s[TN];
-      Acc tile_max = neg_inf;
-      for (int c = 0; c < TN; ++c) {
-        const int64_t k = col0 + tx + TPB * c;
-        const bool valid = k < N && k != i;
-        s[c] = valid ? a[r] * inv[k] * acc[r][c] : neg_inf;
-        if (valid) poison[r] += s[c] - s[c];
-        tile_max = fmax(tile_max, s[c]);
-      }
-      const Acc m_new = fmax(m[r], tile_max);
-      if (m_new == neg_inf) continue;  // no valid column seen yet
-      Acc sum = 0;
-      for (int c = 0; c < TN; ++c) sum += s[c] == neg_inf ? Acc(0) : exp(s[c] - m_new);
-      l[r] = l[r] * exp(m[r] - m_new) + sum;
-      m[r] = m_new;
-    }
-  }
-  // Merge the 16 partial (m, l) of each row: lanes tx ^ offset share ty (16 threads per row, 2 rows per warp).
-  for (int r = 0; r < TM; ++r) {
-    for (int offset = TPB / 2; offset > 0; offset >>= 1) {
-      const Acc m_o = __shfl_xor_sync(0xffffffffu, m[r], offset);
-      const Acc l_o = __shfl_xor_sync(0xffffffffu, l[r], offset);
-      poison[r] += __shfl_xor_sync(0xffffffffu, poison[r], offset);
-      const Acc m_new = fmax(m[r], m_o);
-      if (m_new != neg_inf) l[r] = l[r] * exp(m[r] - m_new) + l_o * exp(m_o - m_new);
-      m[r] = m_new;
-    }
-    const int64_t i = row0 + ty + TPB * r;
-    if (tx == 0 && i < N) lse[i] = m[r] + log(l[r]) + poison[r];
+template <template <class, int> class F, class... Args>
+cudaError_t dispatch(const InfoNceCall& c, const Plan& plan, Args... args) {
+  switch (c.dtype) {
+    case InfoNceDtype::kBFloat16: return dispatch_dims<F, __nv_bfloat16>(c, plan, args...);
+    case InfoNceDtype::kFloat16: return dispatch_dims<F, __half>(c, plan, args...);
+    case InfoNceDtype::kFloat32: return dispatch_dims<F, float>(c, plan, args...);
+    default: return cudaErrorInvalidValue;
   }
 }
+template <class T, int kDims>
+struct Forward {
+  template <class... Args>
+  static cudaError_t run(Args... args) { return forward_tensor_cores<T, kDims>(args...); }
+};
+template <class T, int kDims>
+struct Backward {
+  template <class... Args>
+  static cudaError_t run(Args... args) { return backward_tensor_cores<T, kDims>(args...); }
+};
 
-template <typename T, typename Acc>
-__global__ void positives_forward_kernel(const T* z, int64_t N, int64_t D, int64_t J, const Acc* temperature,
-                                         const Acc* inv, bool positives_lse, const Acc* lse, Acc* loss, Acc* pos) {
-  const int64_t i = int64_t(blockIdx.x) * kWarpRows + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (i >= N) return;
-  const Acc scale = Acc(1) / *temperature;
-  const int64_t g0 = (i / J) * J;
-  Acc total = 0, m = -INFINITY, l = 0;
-  for (int64_t p = g0; p < g0 + J; ++p) {
-    if (p == i) continue;
-    const Acc s = scale * inv[i] * inv[p] * warp_dot<T, Acc>(z + i * D, z + p * D, D, lane);
-    total += s;
-    const Acc m_new = fmax(m, s);
-    l = l * exp(m - m_new) + exp(s - m_new);
-    m = m_new;
-  }
-  if (lane != 0) return;
-  pos[i] = positives_lse ? m + log(l) + (total - total) : total / Acc(J - 1);
-  loss[i] = lse[i] - pos[i];
-}
-
-template <typename T, typename Acc>
-__global__ void __launch_bounds__(TPB * TPB)
-    grad_tile_kernel(const T* z, int64_t N, int64_t D, const Acc* temperature, const Acc* inv, const Acc* w,
-                     const Acc* lse, Acc* du, Acc* dscale_rows) {
-  __shared__ Acc As[BK][BM];
-  __shared__ Acc Bs[BK][BN];
-  __shared__ Acc M[BM][BN];
-  __shared__ Acc Zs[BK][DC];
-  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * TPB + tx;
-  const int64_t row0 = int64_t(blockIdx.x) * BM, d0 = int64_t(blockIdx.y) * DC;
-  const Acc scale = Acc(1) / *temperature;
-  Acc out[TM][TD] = {};
-  Acc ds[TM] = {};
-  for (int64_t col0 = 0; col0 < N; col0 += BN) {
-    Acc acc[TM][TN];
-    logit_tile<T, Acc>(z, N, D, row0, col0, As, Bs, acc);
-    for (int r = 0; r < TM; ++r) {
-      const int64_t i = row0 + ty + TPB * r;
-      for (int c = 0; c < TN; ++c) {
-        const int64_t k = col0 + tx + TPB * c;
-        Acc value = 0;
-        if (i < N && k < N && k != i) {
-          const Acc uu = inv[i] * inv[k] * acc[r][c];
-          const Acc g_ik = w[i] * exp(scale * uu - lse[i]);
-          const Acc g_ki = w[k] * exp(scale * uu - lse[k]);
-          ds[r] += g_ik * uu;
-          value = (g_ik + g_ki) * inv[k];
-        }
-        M[ty + TPB * r][tx + TPB * c] = value;
-      }
-    }
-    __syncthreads();
-    for (int k0 = 0; k0 < BN; k0 += BK) {
-      for (int e = tid; e < BK * DC; e += TPB * TPB) {
-        const int kk = e / DC, dd = e % DC;
-        const int64_t k = col0 + k0 + kk, d = d0 + dd;
-        Zs[kk][dd] = (k < N && d < D) ? to_acc(z[k * D + d]) : Acc(0);
-      }
-      __syncthreads();
-      for (int kk = 0; kk < BK; ++kk) {
-        Acc zz[TD];
-        for (int c = 0; c < TD; ++c) zz[c] = Zs[kk][tx + TPB * c];
-        for (int r = 0; r < TM; ++r) {
-          const Acc mv = M[ty + TPB * r][k0 + kk];
-          for (int c = 0; c < TD; ++c) out[r][c] += mv * zz[c];
-        }
-      }
-      __syncthreads();
-    }
-  }
-  for (int r = 0; r < TM; ++r) {
-    const int64_t i = row0 + ty + TPB * r;
-    for (int offset = TPB / 2; offset > 0; offset >>= 1) ds[r] += __shfl_xor_sync(0xffffffffu, ds[r], offset);
-    if (i >= N) continue;
-    if (blockIdx.y == 0 && tx == 0) dscale_rows[i] = ds[r];
-    for (int c = 0; c < TD; ++c) {
-      const int64_t d = d0 + tx + TPB * c;
-      if (d < D) du[i * D + d] = out[r][c];
-    }
-  }
-}
-
-template <typename T, typename Acc>
-__global__ void finish_backward_kernel(const T* z, int64_t N, int64_t D, int64_t J, const Acc* temperature,
-                                       const Acc* inv, const Acc* w, const Acc* pos, bool normalize,
-                                       bool positives_lse, Acc* du, Acc* dscale_rows, T* dz) {
-  const int64_t i = int64_t(blockIdx.x) * kWarpRows + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (i >= N) return;
-  const Acc scale = Acc(1) / *temperature;
-  const int64_t g0 = (i / J) * J;
-  const T* zi = z + i * D;
-  Acc* di = du + i * D;
-  Acc ds = 0;
-  for (int64_t p = g0; p < g0 + J; ++p) {
-    if (p == i) continue;
-    const Acc uu = inv[i] * inv[p] * warp_dot<T, Acc>(zi, z + p * D, D, lane);
-    const Acc w_ip = positives_lse ? exp(scale * uu - pos[i]) : Acc(1) / Acc(J - 1);
-    const Acc w_pi = positives_lse ? exp(scale * uu - pos[p]) : Acc(1) / Acc(J - 1);
-    const Acc coeff = (w[i] * w_ip + w[p] * w_pi) * inv[p];
-    ds -= w[i] * w_ip * uu;
-    for (int64_t d = lane; d < D; d += 32) di[d] -= coeff * to_acc(z[p * D + d]);
-  }
-  __syncwarp();
-  if (lane == 0) dscale_rows[i] += ds;
-  const Acc c = inv[i];
-  Acc proj = 0;
-  if (normalize) {
-    Acc zd = 0;
-    for (int64_t d = lane; d < D; d += 32) zd += to_acc(zi[d]) * di[d] * scale;
-    zd = warp_sum(zd);
-    proj = c < Acc(1.0 / kNormEps) ? c * c * zd : Acc(0);
-  }
-  for (int64_t d = lane; d < D; d += 32) {
-    Acc g = di[d] * scale;
-    if (normalize) g = (g - proj * to_acc(zi[d])) * c;
-    dz[i * D + d] = from_acc<T>(g);
-  }
-}
-
-template <typename Acc>
-__global__ void dscale_kernel(const Acc* dscale_rows, int64_t N, const Acc* temperature, Acc* grad_temperature) {
-  __shared__ Acc partial[256];
-  Acc s = 0;
-  for (int64_t i = threadIdx.x; i < N; i += 256) s += dscale_rows[i];
-  partial[threadIdx.x] = s;
-  __syncthreads();
-  for (int half = 128; half > 0; half >>= 1) {
-    if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) {
-    const Acc scale = Acc(1) / *temperature;
-    *grad_temperature = -partial[0] * scale * scale;
-  }
-}
-
-template <typename T, typename Acc>
-void forward_typed(const T* z, int64_t N, int64_t D, int64_t J, const Acc* temperature, bool normalize,
-                   bool positives_lse, Acc* inv, Acc* loss, Acc* lse, Acc* pos, cudaStream_t stream) {
-  const unsigned warp_blocks = unsigned((N + kWarpRows - 1) / kWarpRows);
-  inverse_norm_kernel<T, Acc><<<warp_blocks, 32 * kWarpRows, 0, stream>>>(z, N, D, normalize, inv);
-  lse_kernel<T, Acc><<<unsigned((N + BM - 1) / BM), dim3(TPB, TPB), 0, stream>>>(z, N, D, temperature, inv, lse);
-  positives_forward_kernel<T, Acc><<<warp_blocks, 32 * kWarpRows, 0, stream>>>(z, N, D, J, temperature, inv,
-                                                                                positives_lse, lse, loss, pos);
-}
-
-template <typename T, typename Acc>
-void backward_typed(const Acc* w, const T* z, int64_t N, int64_t D, int64_t J, const Acc* temperature,
-                    const Acc* lse, const Acc* pos, bool normalize, bool positives_lse, Acc* inv, Acc* du,
-                    Acc* dscale_rows, T* dz, Acc* grad_temperature, cudaStream_t stream) {
-  const unsigned warp_blocks = unsigned((N + kWarpRows - 1) / kWarpRows);
-  inverse_norm_kernel<T, Acc><<<warp_blocks, 32 * kWarpRows, 0, stream>>>(z, N, D, normalize, inv);
-  const dim3 grid(unsigned((N + BM - 1) / BM), unsigned((D + DC - 1) / DC));
-  grad_tile_kernel<T, Acc><<<grid, dim3(TPB, TPB), 0, stream>>>(z, N, D, temperature, inv, w, lse, du, dscale_rows);
-  finish_backward_kernel<T, Acc><<<warp_blocks, 32 * kWarpRows, 0, stream>>>(
-      z, N, D, J, temperature, inv, w, pos, normalize, positives_lse, du, dscale_rows, dz);
-  dscale_kernel<Acc><<<1, 256, 0, stream>>>(dscale_rows, N, temperature, grad_temperature);
+// The exact path's workspace: inv_norm [N], then (backward) du [N, D] and dscale_rows [N], accumulation type.
+size_t exact_workspace(const InfoNceCall& c, bool backward) {
+  const size_t a = acc_bytes(c);
+  return aligned_size(a * c.N) + (backward ? aligned_size(a * c.N * c.D) + aligned_size(a * c.N) : 0);
 }
 
 }  // namespace
 
-#define SIMVAE_INFO_NCE_DISPATCH(dtype, CALL)                                     \
-  switch (dtype) {                                                                \
-    case InfoNceDtype::kFloat32: { using T = float; using Acc = float; CALL; break; }   \
-    case InfoNceDtype::kFloat64: { using T = double; using Acc = double; CALL; break; } \
-    case InfoNceDtype::kFloat16: { using T = __half; using Acc = float; CALL; break; }  \
-    case InfoNceDtype::kBFloat16: { using T = __nv_bfloat16; using Acc = float; CALL; break; } \
-  }
-
-cudaError_t info_nce_forward_cuda(InfoNceDtype dtype, const void* z, int64_t N, int64_t D, int64_t J,
-                                  const void* temperature, bool normalize, bool positives_logsumexp,
-                                  void* inv_norm, void* loss, void* lse, void* pos, cudaStream_t stream) {
-  SIMVAE_INFO_NCE_DISPATCH(dtype, (forward_typed<T, Acc>(
-      static_cast<const T*>(z), N, D, J, static_cast<const Acc*>(temperature), normalize, positives_logsumexp,
-      static_cast<Acc*>(inv_norm), static_cast<Acc*>(loss), static_cast<Acc*>(lse), static_cast<Acc*>(pos), stream)))
-  return cudaGetLastError();
+bool info_nce_on_tensor_cores(InfoNceDtype dtype, int64_t D, bool tf32) {
+  if (dtype == InfoNceDtype::kFloat32) return tf32 && tiles::tile_dims<Tf32>(D) != 0;
+  return (dtype == InfoNceDtype::kBFloat16 || dtype == InfoNceDtype::kFloat16) && tiles::tile_dims<Bf16>(D) != 0;
 }
 
-cudaError_t info_nce_backward_cuda(InfoNceDtype dtype, const void* grad_loss, const void* z, int64_t N, int64_t D,
-                                   int64_t J, const void* temperature, const void* lse, const void* pos,
-                                   bool normalize, bool positives_logsumexp, void* inv_norm, void* du,
-                                   void* dscale_rows, void* grad_z, void* grad_temperature, cudaStream_t stream) {
-  SIMVAE_INFO_NCE_DISPATCH(dtype, (backward_typed<T, Acc>(
-      static_cast<const Acc*>(grad_loss), static_cast<const T*>(z), N, D, J, static_cast<const Acc*>(temperature),
-      static_cast<const Acc*>(lse), static_cast<const Acc*>(pos), normalize, positives_logsumexp,
-      static_cast<Acc*>(inv_norm), static_cast<Acc*>(du), static_cast<Acc*>(dscale_rows), static_cast<T*>(grad_z),
-      static_cast<Acc*>(grad_temperature), stream)))
-  return cudaGetLastError();
+size_t info_nce_workspace_bytes(const InfoNceCall& c, bool backward) {
+  return on_tensor_cores(c) ? plan_of(c, backward).bytes : exact_workspace(c, backward);
+}
+
+cudaError_t info_nce_forward_cuda(const InfoNceCall& c, void* workspace, void* loss, void* lse, void* pos,
+                                  cudaStream_t stream) {
+  if (c.N <= 0 || c.D <= 0) return cudaErrorInvalidValue;
+  if (!on_tensor_cores(c))
+    return info_nce_forward_exact(c.dtype, c.z, c.N, c.D, c.J, c.temperature, c.normalize, c.positives_logsumexp,
+                                  workspace, loss, lse, pos, stream);
+  return dispatch<Forward>(c, plan_of(c, false), workspace, static_cast<float*>(loss), static_cast<float*>(lse),
+                           static_cast<float*>(pos), stream);
+}
+
+cudaError_t info_nce_backward_cuda(const InfoNceCall& c, const void* grad_loss, const void* lse, const void* pos,
+                                   void* workspace, void* grad_z, void* grad_temperature, cudaStream_t stream) {
+  if (c.N <= 0 || c.D <= 0) return cudaErrorInvalidValue;
+  if (!on_tensor_cores(c)) {
+    char* ws = static_cast<char*>(workspace);
+    const size_t a = acc_bytes(c), du = aligned_size(a * c.N), dscale = du + aligned_size(a * c.N * c.D);
+    return info_nce_backward_exact(c.dtype, grad_loss, c.z, c.N, c.D, c.J, c.temperature, lse, pos, c.normalize,
+                                   c.positives_logsumexp, ws, ws + du, ws + dscale, grad_z, grad_temperature,
+                                   stream);
+  }
+  return dispatch<Backward>(c, plan_of(c, true), static_cast<const float*>(grad_loss),
+                            static_cast<const float*>(lse), static_cast<const float*>(pos), workspace, grad_z,
+                            static_cast<float*>(grad_temperature), stream);
 }
 
 }  // namespace simvae_fast

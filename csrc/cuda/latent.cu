@@ -8,12 +8,16 @@
 // and writes log p = const − within·S_w − mean·M and H = entropy_const + ½ Σ logvar (coefficients:
 // csrc/latent_prior.h).
 // Backward: one thread per (group, dim) column, blocks over (group, dim tile). Pass 1 over the views gets
-// z to form z̄_d; pass 2 gets z and t = std·ε again and writes, with a = ∂L/∂log p_g, b = ∂L/∂H_g,
+// z to form z̄_d (grouped priors only); pass 2 gets z and t = std·ε and writes, with a = ∂L/∂log p_g, b = ∂L/∂H_g,
 //   dz_total = dz + a·(−2·within·(z_j − z̄) − (2·mean/J)·z̄)   (standard: dz − a·2·within·z_j)
 //   dμ = dz_total,  dlogvar = dz_total·ε·½exp(½ logvar) + ½b = ½·dz_total·t + ½b.
 // z and t come from the forward's saved z when given (float32/float64: t = z − μ, no ε, no logvar read),
 // else are recomputed from μ, logvar and ε (regenerated or re-read; float16/bfloat16, where z − μ from a
 // rounded z is too imprecise). The precision of both choices is derived in csrc/latent_cpu.cpp.
+// Recomputed, each element's noise is drawn (Philox + Box–Muller, ~130 instructions) or read once: pass 1 keeps
+// its column's t_j = std_j·ε_j in shared memory (threads × J values, each thread its own column: no barrier)
+// and pass 2 reads them back. Only when J is so large that even 32 threads' columns exceed the block's shared
+// memory (J > ~1700 in fp32) does pass 2 draw again.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -45,13 +49,15 @@ __device__ __forceinline__ void store(__nv_bfloat16* p, float x) { *p = __float2
 __device__ __forceinline__ float exp_acc(float x) { return expf(x); }
 __device__ __forceinline__ double exp_acc(double x) { return exp(x); }
 
-// tl.randn(seed, counter): Box-Muller on the first two Philox outputs.
+// tl.randn(seed, counter): Box-Muller on the first two Philox outputs. cos(2 pi u2) as cospif(2 u2): u2 < 1, so
+// the argument needs no reduction (cosf's large-argument path keeps a stack array: a spill in the SASS check);
+// it differs from cosf(fl(2 pi) u2) by the rounding of fl(2 pi) u2, below 5e-7 absolute.
 __device__ __forceinline__ float philox_normal(uint64_t seed, uint64_t counter) {
   uint32_t bits0, bits1;
   philox_first_two(seed, counter, bits0, bits1);
   const float u1 = fmaxf(uint32_to_uniform(bits0), kMinUniform);
   const float u2 = uint32_to_uniform(bits1);
-  return sqrtf(-2.0f * logf(u1)) * cosf(kTwoPiF * u2);
+  return sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
 }
 
 template <typename T, typename acc_t>
@@ -112,12 +118,14 @@ __global__ void latent_forward_kernel(LatentProblem p, const T* __restrict__ mu,
 }
 
 template <typename T, typename acc_t>
-__global__ void latent_backward_kernel(LatentProblem p, int64_t dim_tiles, const T* __restrict__ grad_z,
+__global__ void latent_backward_kernel(LatentProblem p, int64_t dim_tiles, bool stash, const T* __restrict__ grad_z,
                                        const acc_t* __restrict__ grad_log_prior,
                                        const acc_t* __restrict__ grad_entropy, const T* __restrict__ mu,
                                        const T* __restrict__ logvar, const T* __restrict__ eps,
                                        const T* __restrict__ saved_z, T* __restrict__ grad_mu,
                                        T* __restrict__ grad_logvar) {
+  extern __shared__ __align__(16) unsigned char stash_bytes[];
+  acc_t* const stashed = reinterpret_cast<acc_t*>(stash_bytes) + threadIdx.x;  // t of view j: stashed[j * blockDim.x]
   const int64_t group = blockIdx.x / dim_tiles;
   const int64_t d = (blockIdx.x % dim_tiles) * blockDim.x + threadIdx.x;
   if (d >= p.dims) return;
@@ -125,20 +133,29 @@ __global__ void latent_backward_kernel(LatentProblem p, int64_t dim_tiles, const
   const acc_t a = grad_log_prior[group], half_b = acc_t(0.5) * grad_entropy[group];
   const acc_t a_dev = acc_t(2) * static_cast<acc_t>(p.within) * a;
   const acc_t a_mean = acc_t(2) * static_cast<acc_t>(p.mean) * a / static_cast<acc_t>(p.views);
-  // z_i of the forward: saved, or μ_i + std_i·ε_i recomputed.
-  auto sample = [&](int64_t i) {
-    return saved_z != nullptr ? to_acc(saved_z[i])
-                              : to_acc(mu[i]) + exp_acc(acc_t(0.5) * to_acc(logvar[i])) * noise<T, acc_t>(p, eps, i);
+  // t = z − μ of the forward's sample: from the saved z, else std·ε (ε read or regenerated).
+  auto deviation = [&](int64_t i) {
+    return saved_z != nullptr ? to_acc(saved_z[i]) - to_acc(mu[i])
+                              : exp_acc(acc_t(0.5) * to_acc(logvar[i])) * noise<T, acc_t>(p, eps, i);
   };
   acc_t z_bar = 0;
   if (p.grouped) {
-    for (int64_t j = 0; j < p.views; ++j) z_bar += sample(start + j * p.dims);
+    for (int64_t j = 0; j < p.views; ++j) {
+      const int64_t i = start + j * p.dims;
+      if (saved_z != nullptr) {
+        z_bar += to_acc(saved_z[i]);
+        continue;
+      }
+      const acc_t t = deviation(i);
+      if (stash) stashed[j * blockDim.x] = t;
+      z_bar += to_acc(mu[i]) + t;
+    }
     z_bar /= static_cast<acc_t>(p.views);
   }
   for (int64_t j = 0; j < p.views; ++j) {
     const int64_t i = start + j * p.dims;
-    const acc_t value = sample(i);
-    const acc_t t = value - to_acc(mu[i]);
+    const acc_t t = stash ? stashed[j * blockDim.x] : deviation(i);
+    const acc_t value = saved_z != nullptr ? to_acc(saved_z[i]) : to_acc(mu[i]) + t;
     const acc_t total = to_acc(grad_z[i]) - a_dev * (value - z_bar) - a_mean * z_bar;
     store(grad_mu + i, total);
     store(grad_logvar + i, acc_t(0.5) * total * t + half_b);
@@ -155,7 +172,7 @@ template <typename T>
 cudaError_t launch_forward(const LatentProblem& p, const void* mu, const void* logvar, const void* eps, void* z,
                            void* log_prior, void* entropy, cudaStream_t stream) {
   using acc_t = typename AccType<T>::type;
-  if (p.groups == 0) return cudaSuccess;
+  if (p.groups == 0 || p.dims == 0) return cudaErrorInvalidValue;  // the caller's (latent_cuda.cpp)
   latent_forward_kernel<T, acc_t><<<static_cast<unsigned>(p.groups), threads_for(p.dims, 256), 0, stream>>>(
       p, static_cast<const T*>(mu), static_cast<const T*>(logvar), static_cast<const T*>(eps), static_cast<T*>(z),
       static_cast<acc_t*>(log_prior), static_cast<acc_t*>(entropy));
@@ -167,11 +184,25 @@ cudaError_t launch_backward(const LatentProblem& p, const void* grad_z, const vo
                             const void* grad_entropy, const void* mu, const void* logvar, const void* eps,
                             const void* saved_z, void* grad_mu, void* grad_logvar, cudaStream_t stream) {
   using acc_t = typename AccType<T>::type;
-  if (p.groups == 0 || p.dims == 0) return cudaSuccess;
-  const unsigned threads = threads_for(p.dims, 128);
+  if (p.groups == 0 || p.dims == 0) return cudaErrorInvalidValue;  // the caller's (latent_cuda.cpp)
+  const auto kernel = latent_backward_kernel<T, acc_t>;
+  // Shared memory for the stashed t: fewer threads per block when J is large, then the opt-in maximum.
+  unsigned threads = threads_for(p.dims, 128);
+  const bool wanted = p.grouped && saved_z == nullptr;
+  size_t bytes = wanted ? threads * p.views * sizeof(acc_t) : 0;
+  while (bytes > 48 * 1024 && threads > 32) bytes = (threads /= 2) * p.views * sizeof(acc_t);
+  int device = 0, optin = 48 * 1024;
+  if (bytes > 48 * 1024 && cudaGetDevice(&device) == cudaSuccess)
+    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  const bool stash = wanted && bytes <= size_t(optin);
+  if (!stash) bytes = 0;
+  if (bytes > 48 * 1024) {
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+    if (err != cudaSuccess) return err;
+  }
   const int64_t dim_tiles = (p.dims + threads - 1) / threads;
-  latent_backward_kernel<T, acc_t><<<static_cast<unsigned>(p.groups * dim_tiles), threads, 0, stream>>>(
-      p, dim_tiles, static_cast<const T*>(grad_z), static_cast<const acc_t*>(grad_log_prior),
+  kernel<<<static_cast<unsigned>(p.groups * dim_tiles), threads, bytes, stream>>>(
+      p, dim_tiles, stash, static_cast<const T*>(grad_z), static_cast<const acc_t*>(grad_log_prior),
       static_cast<const acc_t*>(grad_entropy), static_cast<const T*>(mu), static_cast<const T*>(logvar),
       static_cast<const T*>(eps), static_cast<const T*>(saved_z), static_cast<T*>(grad_mu),
       static_cast<T*>(grad_logvar));

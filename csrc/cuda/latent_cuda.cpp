@@ -1,9 +1,12 @@
 // CUDA implementations of simvae_fast::latent_forward / latent_backward (schemas in csrc/latent_cpu.cpp):
 // check, make contiguous, allocate, and call the torch-free launchers of csrc/cuda/latent.cu on the current
 // stream. c10/cuda headers only (ATen/cuda/CUDAContext.h does not build with this machine's toolkit).
+// Empty inputs launch nothing: G = 0 or D = 0 give empty z / gradients, and log p and H of a group with no
+// dims are the prior's and entropy's constants (0 at D = 0), by tensor fills.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/full.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -47,8 +50,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_forward_cuda_op(const at::
   const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
   const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
   at::Tensor z = at::empty_like(mu);
-  at::Tensor log_prior = at::empty({mu.size(0)}, mu.options().dtype(accumulation_type(mu)));
-  at::Tensor entropy = at::empty({mu.size(0)}, mu.options().dtype(accumulation_type(mu)));
+  const auto acc = mu.options().dtype(accumulation_type(mu));
+  if (mu.numel() == 0)
+    return {z, at::full({mu.size(0)}, checked.coefficients.log_prior_const, acc),
+            at::full({mu.size(0)}, checked.coefficients.entropy_const, acc)};
+  at::Tensor log_prior = at::empty({mu.size(0)}, acc);
+  at::Tensor entropy = at::empty({mu.size(0)}, acc);
   C10_CUDA_CHECK(latent_forward_cuda(make_problem(mu, seed, offset, checked.coefficients), mu.const_data_ptr(),
                                      logvar.const_data_ptr(), eps.defined() ? eps.const_data_ptr() : nullptr,
                                      z.mutable_data_ptr(), log_prior.mutable_data_ptr(), entropy.mutable_data_ptr(),
@@ -68,6 +75,7 @@ std::tuple<at::Tensor, at::Tensor> latent_backward_cuda_op(const at::Tensor& gra
   check_saved_z(mu_in, z_in);
   check_upstream(mu_in, grad_z_in, grad_log_prior_in, grad_entropy_in);
   const c10::cuda::CUDAGuard guard(mu_in.device());
+  if (mu_in.numel() == 0) return {at::empty_like(mu_in), at::empty_like(mu_in)};
   const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
   const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
   const at::Tensor saved_z = z_in.has_value() ? z_in->contiguous() : at::Tensor();

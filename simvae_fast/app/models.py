@@ -1,12 +1,15 @@
-"""Encoders, decoders and the projection head, by architecture name.
+"""Encoders, decoders and the projection head, by architecture name (ARCHITECTURES: a pair of constructors).
 
 "mlp" is the official SimVAE network for 28x28 grey images: encoder 784 -> 2000 -> 500 -> 500 -> out, decoder
-D -> 500 -> 500 -> 2000 -> 784, ReLU between layers, the decoder giving logits (Bernoulli likelihood). An
-architecture is a pair of constructors in ARCHITECTURES, so a convolutional pair for RGB images slots in beside it.
+D -> 500 -> 500 -> 2000 -> 784, ReLU between layers (any image shape works: it is flattened). "resnet" is the
+official convolutional pair for 32x32 and 64x64 RGB images (simvae_fast.app.resnet). Decoders give the
+likelihood's parameter before its link: logits (Bernoulli) or the pre-sigmoid mean (Gaussian).
 """
 import math
 
 from torch import nn
+
+from simvae_fast.app.resnet import ResNetDecoder, ResNetEncoder
 
 ENCODER_HIDDEN = (2000, 500, 500)
 DECODER_HIDDEN = (500, 500, 2000)
@@ -47,7 +50,7 @@ class MLPDecoder(nn.Module):
         return self.net(z).view(-1, *self.image_shape)
 
 
-ARCHITECTURES = {"mlp": (MLPEncoder, MLPDecoder)}
+ARCHITECTURES = {"mlp": (MLPEncoder, MLPDecoder), "resnet": (ResNetEncoder, ResNetDecoder)}
 
 
 def _architecture(name):

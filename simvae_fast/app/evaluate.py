@@ -1,11 +1,13 @@
 """Evaluation of a trained model on its representation (mu for the VAEs, h for SimCLR).
 
-- Content, from non-augmented images: linear and MLP probes of the class (simvae_fast.probes: validation-chosen
-  epoch, test accuracy reported at that epoch).
-- kNN accuracy: majority vote of the k = 20 training representations nearest by cosine similarity.
-- Style (simvae_fast.style): the same probes predict what the augmentation changed from the representation of
-  augmented images: the vertical flip (accuracy), the crop's scale and position (R²).
-Writes results.json, prints a table, and plots loss.png (from metrics.csv) and reconstructions.png.
+- Content, from non-augmented images, for each of the dataset's targets (the class; CelebA: hair colour and
+  gender), on the images labelled for it: linear and MLP probes (simvae_fast.app.probes: the official 200 epochs,
+  validation-chosen epoch, test accuracy reported at that epoch) and kNN accuracy, the majority vote of the
+  k = 20 training representations nearest by cosine similarity.
+- Style (simvae_fast.app.style): the same probes predict what the augmentation changed from the representation
+  of augmented images: the vertical flip (accuracy), the crop's scale and position, the colour jitter (R²).
+results.json: {"content": {target: {"linear", "mlp", "knn"}}, "style": {target: {"linear", "mlp"}}} beside the
+run's header; a table is printed, and loss.png (from metrics.csv) and reconstructions.png are plotted.
 """
 import csv
 import json
@@ -18,9 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from simvae_fast.augment import to_float  # noqa: E402
-from simvae_fast.probes import PROBES, classification, one_thread_on_cpu, representations, train_probe  # noqa: E402
-from simvae_fast.style import evaluate_style  # noqa: E402
+from simvae_fast.app.augment import to_float  # noqa: E402
+from simvae_fast.app.probes import PROBES, classification, representations, train_probes  # noqa: E402
+from simvae_fast.app.style import evaluate_style  # noqa: E402
 
 KNN_K = 20
 
@@ -41,29 +43,34 @@ def knn_accuracy(bank, bank_labels, queries, query_labels, classes, k=KNN_K, chu
 
 def evaluate(model, dataset, device, probe_epochs, seed=0):
     """Content probes, kNN and style probes of `model` on `dataset` (data.Dataset) as a dict."""
-    splits = {}
-    for name in ("train", "val", "test"):
-        split = getattr(dataset, name)
-        splits[name] = (representations(model, split.images, device), split.labels.to(device))
-    classes = len(dataset.classes)
-    task = classification(classes)
-    with one_thread_on_cpu(device):
-        results = {kind: train_probe(kind, task, splits["train"], splits["val"], splits["test"], probe_epochs, seed)
-                   for kind in PROBES}
-        results["knn"] = {"k": KNN_K, **{f"{name}_acc": knn_accuracy(*splits["train"], *splits[name], classes)
-                                         for name in ("val", "test")}}
-        results["style"] = evaluate_style(model, dataset, device, probe_epochs, seed)
-    return results
+    splits = {name: (representations(model, getattr(dataset, name).images, device),
+                     getattr(dataset, name).labels.to(device)) for name in ("train", "val", "test")}
+    content = {}
+    for column, (target, classes) in enumerate(dataset.targets):
+        labelled = {}
+        for name, (features, labels) in splits.items():
+            keep = labels[:, column] >= 0  # CelebA's hair colour: images with several hair attributes have none
+            labelled[name] = (features[keep], {target: labels[keep, column]})
+        content[target] = train_probes({target: classification(len(classes))}, *labelled.values(), probe_epochs,
+                                       seed)[target]
+        bank, bank_labels = labelled["train"][0], labelled["train"][1][target]
+        content[target]["knn"] = {"k": KNN_K, **{
+            f"{name}_acc": knn_accuracy(bank, bank_labels, labelled[name][0], labelled[name][1][target], len(classes))
+            for name in ("val", "test")}}
+    return {"content": content, "style": evaluate_style(model, dataset, device, probe_epochs, seed)}
 
 
 def format_table(results):
-    row = "{:<24} {:>8} {:>9} {:>8}"
-    lines = [row.format("content probe", "val acc", "test acc", "epoch")]
-    for kind in PROBES:
-        r = results[kind]
-        lines.append(row.format(kind, f"{r['val_acc']:.4f}", f"{r['test_acc']:.4f}", f"{r['epoch']}/{r['epochs']}"))
-    knn = results["knn"]
-    lines.append(row.format(f"knn k={knn['k']}", f"{knn['val_acc']:.4f}", f"{knn['test_acc']:.4f}", "-"))
+    row = "{:<28} {:>8} {:>9} {:>8}"
+    lines = [row.format("content probe", "val", "test", "epoch")]
+    for target, probes in results["content"].items():
+        for kind in PROBES:
+            r = probes[kind]
+            lines.append(row.format(f"{target} acc, {kind}", f"{r['val_acc']:.4f}", f"{r['test_acc']:.4f}",
+                                    f"{r['epoch']}/{r['epochs']}"))
+        knn = probes["knn"]
+        lines.append(row.format(f"{target} acc, knn k={knn['k']}", f"{knn['val_acc']:.4f}", f"{knn['test_acc']:.4f}",
+                                "-"))
     lines.append(row.format("style probe", "val", "test", "epoch"))
     for target, probes in results["style"].items():
         for kind in PROBES:

@@ -1,4 +1,8 @@
-"""Training loop for SimVAE, the VAE and SimCLR on FashionMNIST / MNIST (the CLI's `train`).
+"""Training loop for SimVAE, the VAE and SimCLR on FashionMNIST, MNIST, CIFAR-10 and CelebA (the CLI's `train`).
+
+Per-dataset defaults (DATASET_DEFAULTS, the official code's; resolved() fills what the Config leaves None): grey
+sets: the MLP, D = 10, Bernoulli likelihood; RGB sets: the ResNet pair, D = 64, Gaussian likelihood (fixed
+log-variance -4.6) on sigmoid outputs. On CUDA the ResNet runs in channels_last memory format.
 
 A run directory holds config.json, metrics.csv (per-view loss and parts every `log_every` steps), checkpoint.pt
 (written atomically after every epoch and on Ctrl-C), and after evaluation results.json and PNGs.
@@ -32,8 +36,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from simvae_fast import augment, data
-from simvae_fast.methods import build_method
+from simvae_fast.app import augment, data
+from simvae_fast.app.methods import build_method
+from simvae_fast.app.probes import PROBE_EPOCHS
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.json", "metrics.csv", "checkpoint.pt"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, "results.json", "loss.png", "reconstructions.png")
@@ -53,8 +58,9 @@ class Config:
     epochs: int = 4  # `make demo` budget: about 70 s an epoch on 2 idle CPU cores
     batch_size: int = 128  # views per step: batch_size / views groups of `views` augmentations
     views: int = 2
-    latent_dim: int = 10
-    architecture: str = "mlp"
+    latent_dim: int = None  # None: the dataset's default (DATASET_DEFAULTS)
+    architecture: str = None
+    likelihood: str = None
     prior: str = "gaussian"  # simvae's grouped-view prior
     sigma2: float = 0.15
     beta: float = 1.0
@@ -73,7 +79,19 @@ class Config:
     limit_test: int = None
     verify: bool = True
     log_every: int = 50
-    probe_epochs: int = 20
+    probe_epochs: int = PROBE_EPOCHS
+
+
+GREY_DEFAULTS = {"architecture": "mlp", "latent_dim": 10, "likelihood": "bernoulli"}
+RGB_DEFAULTS = {"architecture": "resnet", "latent_dim": 64, "likelihood": "gaussian"}
+DATASET_DEFAULTS = {name: RGB_DEFAULTS if name in data.RGB else GREY_DEFAULTS for name in data.NAMES}
+
+
+def resolved(cfg):
+    """cfg with the options it leaves None set to its dataset's defaults."""
+    data.check_name(cfg.dataset)
+    defaults = DATASET_DEFAULTS[cfg.dataset]
+    return dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
 
 
 def derive_seed(seed, stream, index):
@@ -114,6 +132,9 @@ def check_config(cfg):
     if cfg.augment not in augment.RECIPES:
         raise ValueError(f"augment: expected one of {', '.join(map(repr, augment.RECIPES))}, got {cfg.augment!r}")
     data.check_name(cfg.dataset)
+    if dist.is_initialized() and cfg.architecture == "resnet" and resolve_device(cfg.device).type != "cuda":
+        raise ValueError("--distributed: the resnet's BatchNorm is synchronised over the processes (SyncBatchNorm), "
+                         "which needs CUDA; train it on one process on the CPU")
 
 
 def load_config(run_dir):
@@ -139,9 +160,10 @@ def prepare_run_dir(out, resume=False, overwrite=False):
 
 
 def build_model(cfg, image_shape, gather_distributed=False):
+    cfg = resolved(cfg)
     return build_method(
         cfg.method, image_shape=image_shape, latent_dim=cfg.latent_dim, architecture=cfg.architecture,
-        prior=cfg.prior, sigma2=cfg.sigma2, beta=cfg.beta, temperature=cfg.temperature,
+        prior=cfg.prior, likelihood=cfg.likelihood, sigma2=cfg.sigma2, beta=cfg.beta, temperature=cfg.temperature,
         reduction=cfg.reduction, backend=cfg.backend, gather_distributed=gather_distributed,
     )
 
@@ -270,6 +292,7 @@ def train(cfg, resume=False, overwrite=False):
     """Train per cfg into cfg.out (or continue it with resume=True); returns (model, dataset, device),
     or None when stopped by Ctrl-C (after saving a checkpoint). Inside process_group (torchrun), this process
     trains its share of every batch; only process 0 writes the run directory."""
+    cfg = resolved(cfg)
     check_config(cfg)
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
     main_process = rank == 0
@@ -283,6 +306,11 @@ def train(cfg, resume=False, overwrite=False):
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, tuple(images.shape[1:]), gather_distributed=world > 1).to(device)
+    channels_last = device.type == "cuda" and cfg.architecture == "resnet"
+    if channels_last:  # weights in channels_last make cuDNN's convolutions produce and take that layout throughout
+        model = model.to(memory_format=torch.channels_last)
+    if world > 1 and cfg.architecture == "resnet":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ddp_model = DistributedDataParallel(model) if world > 1 else model
     loss_scale = local_loss_scale(cfg.reduction, world)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)

@@ -6,7 +6,9 @@
     reconstruct(images) -> images in [0, 1], or None         the decoder's output at z = mu
 
 - simvae: encoder -> (mu, logvar) per view -> fused latent op (grouped-view prior "gaussian", "flat" or
-  "official") -> decoder; loss SimVAELoss (negative ELBO, beta on the latent terms).
+  "official") -> decoder; loss SimVAELoss (negative ELBO, beta on the latent terms), with a Bernoulli likelihood
+  on the decoder's logits or, as the official code for RGB images, a Gaussian one (fixed log-variance -4.6) on
+  the sigmoid of its output.
 - vae: the same network and loss on the same J views with the standard N(0, I) prior per view (the fused op's
   prior "standard"), the official baseline.
 - simclr: encoder (D outputs, the representation h) -> projection head -> fused info_nce over the J views.
@@ -20,7 +22,7 @@ from torch import nn
 from simvae_fast._checks import GROUP_PRIORS
 from simvae_fast.contrastive import info_nce
 from simvae_fast.functional import info_nce_loss
-from simvae_fast.models import build_decoder, build_encoder, projection_head
+from simvae_fast.app.models import build_decoder, build_encoder, projection_head
 from simvae_fast.nn import SimVAELoss
 
 METHODS = ("simvae", "vae", "simclr")
@@ -45,16 +47,22 @@ class LatentVariableModel(nn.Module):
         groups, n_views = views.shape[:2]
         mu, logvar = (t.view(groups, n_views, -1) for t in self.encode(views.flatten(0, 1)))
         latent = self.loss.latent(mu, logvar, seed, offset)  # the one fused pass: z, log prior, entropy
-        x_out = self.decoder(latent.z.flatten(0, 1)).view_as(views)
+        x_out = self.decode(latent.z.flatten(0, 1)).view_as(views)
         out = self.loss(views, x_out, mu, logvar, latent=latent)
         return out.loss, {"reconstruction": out.reconstruction, "entropy": out.entropy, "log_prior": out.log_prior}
+
+    def decode(self, z):
+        """The likelihood's parameter: logits (Bernoulli) or the mean, a sigmoid of the decoder's output
+        (Gaussian)."""
+        x_out = self.decoder(z)
+        return x_out if self.loss.likelihood == "bernoulli" else torch.sigmoid(x_out)
 
     def represent(self, images):
         return self.encode(images)[0]
 
     def reconstruct(self, images):
-        x_out = self.decoder(self.represent(images))
-        return torch.sigmoid(x_out) if self.loss.likelihood == "bernoulli" else x_out.clamp(0.0, 1.0)
+        x_out = self.decode(self.represent(images))
+        return torch.sigmoid(x_out) if self.loss.likelihood == "bernoulli" else x_out
 
 
 class SimCLR(nn.Module):
@@ -86,10 +94,10 @@ class SimCLR(nn.Module):
         return None
 
 
-def build_method(method, *, image_shape, latent_dim=10, architecture="mlp", prior="gaussian",
+def build_method(method, *, image_shape, latent_dim=10, architecture="mlp", prior="gaussian", likelihood="bernoulli",
                  sigma2=0.15, beta=1.0, temperature=0.5, reduction="sum", backend="auto", gather_distributed=False):
-    """The method's model. prior applies to simvae (vae always uses "standard"); temperature and
-    gather_distributed to simclr."""
+    """The method's model. prior applies to simvae (vae always uses "standard"), likelihood to both; temperature
+    and gather_distributed to simclr."""
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {method!r}")
     if method == "simclr":
@@ -98,6 +106,6 @@ def build_method(method, *, image_shape, latent_dim=10, architecture="mlp", prio
     if method == "simvae" and prior not in GROUP_PRIORS:
         raise ValueError(f"prior: expected one of {', '.join(map(repr, GROUP_PRIORS))} for simvae, got {prior!r}")
     loss = SimVAELoss(sigma2=sigma2, prior=prior if method == "simvae" else "standard", beta=beta,
-                      reduction=reduction, backend=backend)
+                      likelihood=likelihood, reduction=reduction, backend=backend)
     encoder = build_encoder(architecture, image_shape, 2 * latent_dim)
     return LatentVariableModel(encoder, build_decoder(architecture, latent_dim, image_shape), loss)

