@@ -3,7 +3,8 @@
 The .cu files include no torch header (they launch from raw pointers and a cudaStream_t), so plain nvcc builds
 them against CPU torch. For each kernel in the cubin: its own name and template arguments (demangled with
 c++filt), its SASS summary (sass.py) and the threads per block it declares (__launch_bounds__, from the ELF's
-EIATTR_MAX_THREADS / EIATTR_REQNTID), 0 when it declares none.
+EIATTR_MAX_THREADS / EIATTR_REQNTID), 0 when it declares none, and the dynamic shared memory its launcher gives
+it where that is a compile-time constant (dynamic_shared: the InfoNCE tile kernels; a cubin does not record it).
 """
 import glob
 import os
@@ -24,6 +25,7 @@ class CudaKernel:
     template_args: list
     sass: sass.Sass
     threads: int
+    dynamic_shared: int = 0  # bytes per block given at launch, where known (dynamic_shared below)
 
 
 def nvcc():
@@ -83,6 +85,37 @@ def launch_bounds(cubin):
     return bounds
 
 
+# The InfoNCE tile kernels' launch shared memory (csrc/cuda/info_nce.cu: forward_tiles_kernel<T, kDims> gets
+# TileSmem<OperandOf<T>, kDims, false>::kBytes, backward_tiles_kernel<T, kDims, kSymmetric> gets
+# TileSmem<OperandOf<T>, kDims, kSymmetric>::kBytes), read from the header by a small host program.
+DYNAMIC_SHARED = {"forward_tiles_kernel": "TileSmem<{operand}, {1}, false>::kBytes",
+                  "backward_tiles_kernel": "TileSmem<{operand}, {1}, {2}>::kBytes"}
+OPERAND = {"__nv_bfloat16": "Bf16", "__half": "F16", "float": "Tf32"}  # info_nce.cu's OperandOf<T>
+
+
+def dynamic_shared(kernels, include):
+    """Sets k.dynamic_shared for the kernels named in DYNAMIC_SHARED: one g++ build and run of a program that
+    includes csrc/cuda/info_nce_tiles.cuh (host-compilable: the CUDA host tests build it) and prints each size."""
+    known = [k for k in kernels if k.name in DYNAMIC_SHARED]
+    if not known:
+        return []
+    exprs = [DYNAMIC_SHARED[k.name].format(*k.template_args, operand=OPERAND[k.template_args[0]]) for k in known]
+    program = "\n".join(['#include <cstdio>', '#include "cuda/exec_policy_host.h"', '#include "cuda/info_nce_tiles.cuh"',
+                         "using namespace simvae::tiles;", "int main() {"]
+                        + [f'  std::printf("%u\\n", unsigned({e}));' for e in exprs] + ["}"])
+    with tempfile.TemporaryDirectory() as tmp:
+        source, binary = os.path.join(tmp, "smem.cpp"), os.path.join(tmp, "smem")
+        with open(source, "w") as f:
+            f.write(program + "\n")
+        built = subprocess.run(["g++", "-std=c++17", "-I" + include, "-o", binary, source], capture_output=True, text=True)
+        if built.returncode != 0:
+            return [f"dynamic shared memory of the tile kernels: g++ failed: {built.stderr.strip()[-2000:]}"]
+        sizes = subprocess.run([binary], capture_output=True, text=True, check=True).stdout.split()
+    for k, size in zip(known, sizes):
+        k.dynamic_shared = int(size)
+    return []
+
+
 def compile_all(include, root):
     """([CudaKernel] of every <root>/csrc/cuda/*.cu, [errors]): a missing nvcc or a failed compile is an error."""
     from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
@@ -106,7 +139,7 @@ def compile_all(include, root):
             for mangled, info in summaries.items():
                 name, args = split_name(names[mangled])
                 kernels.append(CudaKernel(source, name, args, info, bounds.get(mangled, 0)))
-    return kernels, errors
+    return kernels, errors + dynamic_shared(kernels, include)
 
 
 def version():

@@ -38,18 +38,13 @@ import standin_driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Kernels allowed to fail today, "<source file>::<kernel name>" -> why. Empty it as the kernels are fixed.
-EXPECTED_FAILURES = {
-    "kernels/info_nce.py::_forward_kernel": "spills when D % 16 != 0 (issue 13, item 2; the Triton rewrite)",
-    "kernels/info_nce.py::_backward_kernel": "255 registers and spills in every dtype (issue 13, item 2)",
-    "csrc/cuda/info_nce.cu::lse_kernel": "no tensor cores in half precision (the CUDA issue)",
-    "csrc/cuda/info_nce.cu::grad_tile_kernel": "no tensor cores in half precision (the CUDA issue)",
-    "csrc/cuda/latent.cu::latent_backward_kernel": "32 B stack frame, STL/LDL in fp32/bf16/fp16 (the CUDA issue)",
-}
+# Kernels allowed to fail, "<source file>::<kernel name>" -> why (e.g. "kernels/info_nce_forward.py::_forward_tiles":
+# "spills at D = 257, issue N"). Empty: every kernel passes. Add one only with an open issue that fixes it.
+EXPECTED_FAILURES = {}
 
 SPILL_DTYPES = ("fp32", "bf16", "fp16")
 HALF_DTYPES = ("bf16", "fp16")
-SPILL_OPS = ("info_nce", "latent")
+SPILL_OPS = ("info_nce", "latent")  # prefixes: info_nce_exact (the fp32-exact / fp64 CUDA path) too
 MATMUL_FMAS = 256
 CUDA_DTYPES = {"float": "fp32", "double": "fp64", "__half": "fp16", "__nv_bfloat16": "bf16", "half": "fp16"}
 
@@ -77,7 +72,7 @@ class Row:
 def check(row):
     """The rules, as a list of reasons this kernel fails (empty: it passes)."""
     s, why = row.sass, []
-    if row.dtype in SPILL_DTYPES and row.op in SPILL_OPS and s.spills:
+    if row.dtype in SPILL_DTYPES and row.op.startswith(SPILL_OPS) and s.spills:
         why.append(f"spills (stack {s.stack} B, {s.spill_stores} STL, {s.spill_loads} LDL)")
     if row.shared > sass.SM90_SHARED_PER_BLOCK:
         why.append(f"{row.shared} B of shared memory > {sass.SM90_SHARED_PER_BLOCK} (227 KB)")
@@ -182,11 +177,11 @@ def cuda_rows(assumed_threads=256):
     for k in kernels:
         dtype = next((CUDA_DTYPES[a] for a in k.template_args if a in CUDA_DTYPES), "-")
         config = "<" + ", ".join(k.template_args) + ">" + (f" launch_bounds={k.threads}" if k.threads else "")
+        shared = k.sass.static_shared + k.dynamic_shared
         rows.append(Row(source=k.source, kernel=k.name, op=os.path.splitext(os.path.basename(k.source))[0],
-                        dtype=dtype, dim="any", config=config, threads=k.threads, shared=k.sass.static_shared,
+                        dtype=dtype, dim="any", config=config, threads=k.threads, shared=shared,
                         matmul=k.sass.tensor_core > 0 or k.sass.ffma >= MATMUL_FMAS, sass=k.sass,
-                        blocks_per_sm=sass.blocks_per_sm(k.sass.registers, k.threads or assumed_threads,
-                                                         k.sass.static_shared)))
+                        blocks_per_sm=sass.blocks_per_sm(k.sass.registers, k.threads or assumed_threads, shared)))
     return rows, errors
 
 
@@ -253,7 +248,9 @@ def report(rows, errors, outcome, expected, seconds, command):
              f"torch {torch.__version__}, triton {triton.__version__}, {cuda_cubins.version()}.", "",
              "Rules (benchmarks/kernel_check.py): no spill (stack or STL/LDL) in an fp32/bf16/fp16 InfoNCE or latent "
              "kernel; at most 227 KB of shared memory per block; HMMA/HGMMA in every half-precision InfoNCE kernel "
-             "that multiplies matrices. Shared: Triton's launch shared memory; CUDA: static `__shared__` only. "
+             "that multiplies matrices. Shared: Triton's launch shared memory; CUDA: static `__shared__` plus, for the "
+             "InfoNCE tile kernels, the dynamic shared memory their launcher gives them (TileSmem::kBytes; the "
+             "latent backward's stash depends on J at run time and is not counted). "
              "blocks/SM: resident blocks per sm_90 SM from registers, threads and shared memory "
              "(256* = no `__launch_bounds__`, figured for 256 threads).", "",
              f"**{len(unexpected)} unexpected failures**, {len(still)} kernels expected to fail still fail, "

@@ -117,12 +117,17 @@ class Sass:
         return self.hmma + self.hgmma
 
 
-def fold(function, usage, counts):
+def fold(function, usage, counts, reserve_counted=False):
+    """reserve_counted: the cubin's SHARED figures include the system's per-block reserve (taken off here, so
+    that static_shared is the kernel's own and blocks_per_sm adds the reserve once)."""
     bases = Counter()
     for op, n in counts.items():
         bases[_base(op)] += n
+    shared = usage.get("SHARED", 0)
+    if reserve_counted:
+        shared = max(0, shared - SM90_SHARED_RESERVED)
     return Sass(function=function, registers=usage.get("REG", 0), stack=usage.get("STACK", 0),
-                static_shared=usage.get("SHARED", 0), spill_stores=bases["STL"], spill_loads=bases["LDL"],
+                static_shared=shared, spill_stores=bases["STL"], spill_loads=bases["LDL"],
                 hmma=bases["HMMA"], hgmma=bases["HGMMA"], ffma=bases["FFMA"],
                 mufu_ex2=sum(n for op, n in counts.items() if op.startswith("MUFU.EX2")),
                 total=sum(counts.values()))
@@ -133,7 +138,15 @@ def summarise(cubin):
     usage, then the SASS."""
     text = _run(["--dump-resource-usage", "-sass"], cubin)
     usage, counts = parse_resources(text), parse_instructions(text)
-    return {name: fold(name, usage.get(name, {}), counts.get(name, Counter())) for name in usage}
+    reserve = _reserve_counted(cubin)
+    return {name: fold(name, usage.get(name, {}), counts.get(name, Counter()), reserve) for name in usage}
+
+
+def _reserve_counted(cubin):
+    """Whether the cubin reserves the system's shared memory in its ELF (a .nv.reservedSmem symbol: nvcc 13's
+    sm_90 cubins). Then --dump-resource-usage counts those 1024 bytes in every function's SHARED (a kernel with
+    no __shared__ at all reads SHARED:1024); Triton's cubins have no such symbol and report their own bytes."""
+    return ".nv.reservedSmem" in _run(["-elf"], cubin)
 
 
 def blocks_per_sm(registers, threads, shared):

@@ -211,3 +211,29 @@ def test_cuda_spill(tmp_path):
     row = kc.Row(source="x.cu", kernel=name, op="latent", dtype="fp32", dim="any", config="", threads=0,
                  shared=info.static_shared, matmul=False, sass=info)
     assert info.spills and any("spills" in f for f in kc.check(row))
+    assert info.static_shared == 0  # no __shared__: nvcc 13 reports SHARED:1024, the system reserve, taken off
+
+
+def test_shared_reserve_counted_once():
+    """nvcc 13 reports a kernel's static shared memory with the system's 1 KB reserve in it: fold takes it off,
+    and blocks_per_sm adds it once. 233472 B per SM: three blocks of 75 KB + 1 KB fit, three of 76 KB + 1 KB not
+    (with the reserve counted twice, 75 KB would give 2)."""
+    usage = {"REG": 32, "STACK": 0, "SHARED": 75 * 1024 + 1024}
+    assert sass.fold("k", usage, {}, reserve_counted=True).static_shared == 75 * 1024
+    assert sass.fold("k", usage, {}).static_shared == 76 * 1024
+    assert sass.blocks_per_sm(32, 128, 75 * 1024) == 3 and sass.blocks_per_sm(32, 128, 76 * 1024) == 2
+
+
+def test_tile_kernels_dynamic_shared():
+    """The InfoNCE tile kernels' launch shared memory, read from csrc/cuda/info_nce_tiles.cuh: the bf16 forward
+    at 128 dims holds Z_I and two Z_K buffers of 64 rows x (128 x 2 + 16) bytes, plus statistics (> 3 x 17408 B);
+    the symmetric backward's Q exchange is larger than the forward's column partials; each fits two blocks per SM."""
+    import cuda_cubins
+
+    kernels = [cuda_cubins.CudaKernel("x.cu", "forward_tiles_kernel", ["__nv_bfloat16", "128"], None, 128),
+               cuda_cubins.CudaKernel("x.cu", "backward_tiles_kernel", ["__nv_bfloat16", "128", "true"], None, 128),
+               cuda_cubins.CudaKernel("x.cu", "prep_rows_kernel", ["float"], None, 128)]
+    assert cuda_cubins.dynamic_shared(kernels, os.path.join(BENCHMARKS, "..", "csrc")) == []
+    forward, backward, rows = (k.dynamic_shared for k in kernels)
+    assert 3 * 64 * (128 * 2 + 16) < forward < backward and rows == 0
+    assert 2 * (backward + sass.SM90_SHARED_RESERVED) <= sass.SM90_SHARED_PER_SM
