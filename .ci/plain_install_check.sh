@@ -6,7 +6,8 @@
 # match the pure-PyTorch reference in float64, forward and backward.
 # Environment: PLAIN_VENV (default /tmp/simvae_fast_plain_venv, removed first), TORCH (default torch==2.13.0;
 # TORCH= installs nothing first: case (b), an empty venv, where pip brings torch as a dependency).
-# Cost here: ~5.5 GB of download and disk for the isolated build's torch, several minutes (benchmarks/results/install.md).
+# Cost here: ~5.5 GB of download and disk for the isolated build's torch (it builds _C_cuda too, which a CPU torch
+# never imports), about 10 minutes (benchmarks/results/install.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PLAIN_VENV:-/tmp/simvae_fast_plain_venv}
@@ -23,7 +24,7 @@ start=$(date +%s)
 echo "plain pip install: $(( $(date +%s) - start )) s; venv: $(du -sh "$VENV" | cut -f1)"
 
 cd /
-"$VENV/bin/simvae-fast" info 2>/dev/null || "$VENV/bin/python" -m simvae_fast.info
+"$VENV/bin/simvae-fast" info
 "$VENV/bin/python" -W error - <<'PY'
 import torch
 

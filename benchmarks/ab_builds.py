@@ -7,7 +7,8 @@ forward + backward calls of the op on the cpu backend after `--warmup`; the chil
 build's folder (PYTHONPATH), so both builds see the same machine state within a round. Reported per build, for
 the wall time and for the process's CPU time (all its threads; waiting for a core shared with other processes
 does not count there): the minimum over all calls (the least disturbed) and the median of the per-round
-medians, and the ratio B/A of each. --threads sets torch's intra-op threads (1 makes the CPU time the cost of
+medians with their quartiles; then B/A of the minima, and of each round's medians (the builds ran back to back
+there), as their median and range. --threads sets torch's intra-op threads (1 makes the CPU time the cost of
 the work itself). Ops: latent (G=4096, J=2, D=128, noise inside, the harness's "full" mode) and info_nce
 (G=2048, J=2, D=128).
 """
@@ -69,16 +70,21 @@ def main():
                 print(f"{name}: {child['file']}")
             for kind in ("times", "cpu_times"):
                 results[(name, kind)].append(child[kind])
-    summary = {}
-    for (name, kind), rounds in results.items():
-        summary[(name, kind)] = (1e3 * min(min(t) for t in rounds),
-                                 1e3 * statistics.median(statistics.median(t) for t in rounds))
-        low, mid = summary[(name, kind)]
-        print(f"{name} {kind:9}: min {low:8.3f} ms, median of round medians {mid:8.3f} ms")
     for kind in ("times", "cpu_times"):
-        (a_min, a_mid), (b_min, b_mid) = summary[("A", kind)], summary[("B", kind)]
-        print(f"B/A {kind:9}: min {b_min / a_min:.3f}, median {b_mid / a_mid:.3f}")
-
+        for name in "AB":
+            rounds = results[(name, kind)]
+            medians = [1e3 * statistics.median(t) for t in rounds]
+            low, mid = 1e3 * min(min(t) for t in rounds), statistics.median(medians)
+            q1, _, q3 = statistics.quantiles(medians, n=4) if len(medians) > 1 else (mid, mid, mid)
+            print(f"{name} {kind:9}: min {low:8.3f} ms, median of round medians {mid:8.3f} ms "
+                  f"(quartiles {q1:.3f} - {q3:.3f})")
+        # Paired per round: both builds ran back to back, so a round's ratio cancels the load of that moment.
+        ratios = [statistics.median(b) / statistics.median(a)
+                  for a, b in zip(results[("A", kind)], results[("B", kind)])]
+        a_min = min(min(t) for t in results[("A", kind)])
+        b_min = min(min(t) for t in results[("B", kind)])
+        print(f"B/A {kind:9}: min {b_min / a_min:.3f}; per-round median ratios: median "
+              f"{statistics.median(ratios):.3f}, range {min(ratios):.3f} - {max(ratios):.3f}")
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,7 @@
     python benchmarks/reproduce.py --seeds 1 --epochs 1 --limit-train 2000 --probe-epochs 2   # a quick look
 
 Every run trains one method with simvae_fast.train's defaults, which are the official SimVAE settings for grey
-images (math doc §5) except the number of epochs: the same MLP encoder (784-2000-500-500-2·10 for the VAEs,
+images (docs/math.md §5) except the number of epochs: the same MLP encoder (784-2000-500-500-2·10 for the VAEs,
 -10 for SimCLR's representation h, then its projection head), D = 10, J = 2 views of the official augmentations
 (random resized crop 0.4-1, vertical flip), 64 images a step, Adam lr 8e-5 (eps 1e-4), sum over the batch; the
 same seeds for every method (the model's initialisation, data order, augmentations and noise derive from it).

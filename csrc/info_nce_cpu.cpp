@@ -1,5 +1,5 @@
 // InfoNCE / NT-Xent over groups of views on the CPU: each pair of rows multiplied once, no N x N buffer
-// (math doc §4, "The symmetric form").
+// (docs/math.md §4): the symmetric tiles of §4.1, variant "one shared shift" with "rounds of disjoint pairs".
 //
 // z: [G, J, D] -> N = G*J rows z_i.  c_i = 1/max(||z_i||, eps) with normalize (F.normalize, eps = 1e-12; a zero
 // row stays zero), else c_i = 1.  u_i = c_i z_i (U: one [N, D] copy, none for unnormalised fp32/fp64), scale =
@@ -51,15 +51,10 @@
 //
 // Speed: the per-row loops are explicit SIMD with a branch-free fp32 exp (fp64 keeps std::exp), compiled twice,
 // for AVX2 + FMA and for the baseline, the loader picking the clone the CPU supports (target_clones).
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/addmm.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <ATen/ops/mm.h>
-#include <ATen/ops/zeros.h>
-#include <torch/library.h>
+#include <torch/csrc/inductor/aoti_torch/generated/c_shim_cpu.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
 
 #include <algorithm>
 #include <atomic>
@@ -70,7 +65,14 @@
 #include <utility>
 #include <vector>
 
+#include "info_nce_op_checks.h"
+#include "op_common.h"
+#include "target_clones.h"
+
+namespace simvae {
 namespace {
+
+using torch::stable::Tensor;
 
 constexpr int64_t kTileRows = 128;   // T: rows of a logits tile
 constexpr int64_t kBlockRows = 512;  // the largest B (a multiple of T); a tile is [T, B] at most
@@ -80,21 +82,25 @@ constexpr double kNormEps = 1e-12;   // F.normalize's eps
 template <typename acc_t> constexpr acc_t kSpread = 64;  // e^-64 ~ 1.6e-28 >> FLT_MIN / FLT_EPSILON ~ 2e-31
 template <> constexpr double kSpread<double> = 512;     // e^-512 ~ 4e-223 >> DBL_MIN / DBL_EPSILON ~ 1e-292
 
-at::ScalarType accumulation_type(const at::Tensor& z) {
-  return z.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+// A BLAS product on the CPU through torch's C shims (stable across torch versions, like the rest of this file):
+// out = a b, or out += a b (out may be a view; beta = 1 reads it first). They call ATen's CPU kernels directly,
+// without the dispatcher, so calls from the worker threads below never meet autograd.
+void mm_out(const Tensor& out, const Tensor& a, const Tensor& b) {
+  TORCH_ERROR_CODE_CHECK(aoti_torch_cpu_mm_out(out.get(), a.get(), b.get()));
 }
 
-void check_inputs(const at::Tensor& z, const at::Tensor& temperature) {
-  TORCH_CHECK(z.dim() == 3 && z.size(1) >= 2, "info_nce: z must be [G, J >= 2, D], got ", z.sizes());
-  TORCH_CHECK(temperature.dim() == 0, "info_nce: temperature must be a 0-dim tensor");
-  TORCH_CHECK(temperature.scalar_type() == accumulation_type(z),
-              "info_nce: temperature must have the accumulation dtype of z");
+void addmm_(const Tensor& out, const Tensor& a, const Tensor& b) {
+  TORCH_ERROR_CODE_CHECK(aoti_torch_cpu_addmm_out(out.get(), out.get(), a.get(), b.get(), 1.0, 1.0));
 }
 
 // z as a contiguous [N, D] matrix of the accumulation type (a view when it already is one).
-at::Tensor rows_of(const at::Tensor& z) {
-  // detach(): the tiles run on worker threads, outside the autograd-excluded dispatch of this op.
-  return z.detach().reshape({z.size(0) * z.size(1), z.size(2)}).to(accumulation_type(z)).contiguous();
+Tensor rows_of(const Tensor& z, torch::headeronly::ScalarType acc) {
+  // detach: the tiles run on worker threads, outside the autograd-excluded dispatch of this op.
+  std::array<StableIValue, 1> stack{torch::stable::detail::from(z)};
+  TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("aten::detach", "", stack.data(), TORCH_ABI_VERSION));
+  const Tensor detached = torch::stable::detail::to<Tensor>(stack[0]);
+  const Tensor flat = torch::stable::reshape(detached, {z.size(0) * z.size(1), z.size(2)});
+  return torch::stable::contiguous(torch::stable::to(flat, acc));
 }
 
 template <typename acc_t>
@@ -106,14 +112,14 @@ acc_t dot(const acc_t* a, const acc_t* b, int64_t D) {
 
 // U = diag(c) Z (zr itself without normalize) and c.
 template <typename acc_t>
-at::Tensor unit_rows(const at::Tensor& zr, bool normalize, std::vector<acc_t>& inv) {
+Tensor unit_rows(const Tensor& zr, bool normalize, std::vector<acc_t>& inv) {
   const int64_t N = zr.size(0), D = zr.size(1);
   inv.assign(N, acc_t(1));
   if (!normalize) return zr;
-  at::Tensor U = at::empty_like(zr);
-  const acc_t* z = zr.data_ptr<acc_t>();
-  acc_t* u = U.data_ptr<acc_t>();
-  at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
+  Tensor U = torch::stable::empty_like(zr);
+  const acc_t* z = zr.const_data_ptr<acc_t>();
+  acc_t* u = U.mutable_data_ptr<acc_t>();
+  torch::stable::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const acc_t* zi = z + i * D;
       inv[i] = acc_t(1) / std::max(std::sqrt(dot(zi, zi, D)), acc_t(kNormEps));
@@ -134,40 +140,39 @@ typedef float f32x8 __attribute__((vector_size(32)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 typedef float f32x8_unaligned __attribute__((vector_size(32), aligned(4), may_alias));  // loads, stores
 
-// Helpers taking or returning vectors are always inlined: called out of line from the AVX2 clone, a
-// baseline-compiled helper would expect f32x8 arguments in memory, not in registers (a different ABI).
-#define SIMD_INLINE __attribute__((always_inline)) inline
+// Helpers taking or returning vectors are SIMVAE_INLINE (always inlined): called out of line from the AVX2
+// clone, a baseline-compiled helper would expect f32x8 arguments in memory, not in registers (a different ABI).
 
 template <typename acc_t> struct Simd;
 template <> struct Simd<float> { using type = f32x8; static constexpr int64_t lanes = 8; };
 template <> struct Simd<double> { using type = double; static constexpr int64_t lanes = 1; };
 
-SIMD_INLINE f32x8 splat(float v) { return f32x8{} + v; }
-SIMD_INLINE float lane_sum(f32x8 v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
-SIMD_INLINE double lane_sum(double v) { return v; }
+SIMVAE_INLINE f32x8 splat(float v) { return f32x8{} + v; }
+SIMVAE_INLINE float lane_sum(f32x8 v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+SIMVAE_INLINE double lane_sum(double v) { return v; }
 
 // max(a, b) that keeps a NaN of either side (a NaN in a stays: b > NaN and b != b are both false).
 template <typename V>
-SIMD_INLINE V sticky_max(V a, V b) {
+SIMVAE_INLINE V sticky_max(V a, V b) {
   return (b > a) | (b != b) ? b : a;
 }
-SIMD_INLINE float lane_max(f32x8 v) {
+SIMVAE_INLINE float lane_max(f32x8 v) {
   float m = v[0];
   for (int j = 1; j < 8; ++j) m = sticky_max(m, v[j]);
   return m;
 }
-SIMD_INLINE double lane_max(double v) { return v; }
+SIMVAE_INLINE double lane_max(double v) { return v; }
 
 // v in lanes [0, n), other in the rest (the padding of a tail block).
-SIMD_INLINE f32x8 first_lanes(f32x8 v, int64_t n, float other) {
+SIMVAE_INLINE f32x8 first_lanes(f32x8 v, int64_t n, float other) {
   const i32x8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
   return lane < static_cast<int32_t>(n) ? v : splat(other);
 }
-SIMD_INLINE double first_lanes(double v, int64_t, double) { return v; }
+SIMVAE_INLINE double first_lanes(double v, int64_t, double) { return v; }
 
 // p[0 .. n) into the first n lanes (n <= lanes), zeros into the others.
 template <typename acc_t>
-SIMD_INLINE typename Simd<acc_t>::type load(const acc_t* p, int64_t n) {
+SIMVAE_INLINE typename Simd<acc_t>::type load(const acc_t* p, int64_t n) {
   using V = typename Simd<acc_t>::type;
   if constexpr (Simd<acc_t>::lanes == 1) {
     return *p;
@@ -180,7 +185,7 @@ SIMD_INLINE typename Simd<acc_t>::type load(const acc_t* p, int64_t n) {
 }
 
 template <typename acc_t>
-SIMD_INLINE void store(acc_t* p, typename Simd<acc_t>::type v, int64_t n) {
+SIMVAE_INLINE void store(acc_t* p, typename Simd<acc_t>::type v, int64_t n) {
   if constexpr (Simd<acc_t>::lanes == 1) {
     *p = v;
   } else if (n == Simd<acc_t>::lanes) {
@@ -201,7 +206,7 @@ SIMD_INLINE void store(acc_t* p, typename Simd<acc_t>::type v, int64_t n) {
 // and n stays in [-151, 129]; 2^n is applied as 2^(n - h) * 2^h, h = floor(n / 2), each factor a normal float
 // built in the exponent field ((k + 127) << 23), so results underflow gradually to 0 (exp(-inf) = 0) and
 // overflow to +inf by themselves.  A NaN lane fails both clamp comparisons, stays NaN and comes out NaN.
-SIMD_INLINE f32x8 exp_approx(f32x8 x) {
+SIMVAE_INLINE f32x8 exp_approx(f32x8 x) {
   const float kRound = 12582912.0f;  // 1.5 * 2^23
   f32x8 xc = x < splat(-104.0f) ? splat(-104.0f) : x;
   xc = xc > splat(89.0f) ? splat(89.0f) : xc;
@@ -220,16 +225,15 @@ SIMD_INLINE f32x8 exp_approx(f32x8 x) {
   const i32x8 lo_bits = (n_int - h + 127) << 23, hi_bits = (h + 127) << 23;
   return p * __builtin_bit_cast(f32x8, lo_bits) * __builtin_bit_cast(f32x8, hi_bits);
 }
-SIMD_INLINE double exp_approx(double x) { return std::exp(x); }
+SIMVAE_INLINE double exp_approx(double x) { return std::exp(x); }
 
 // The row kernels run over the columns [k0, k1) of one row of a tile (callers skip the diagonal with two
-// calls), compiled for AVX2 + FMA and for the baseline.
-#define SIMVAE_ROW_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
+// calls), compiled for AVX2 + FMA and for the baseline where the compiler supports it (target_clones.h).
 
 // Forward, first pass: returns max(m, max_k s_k), s_k = scale S[k] (NaN-sticky); kColumns: also
 // col_max[k] = max(col_max[k], s_k).
 template <bool kColumns, typename acc_t>
-SIMVAE_ROW_KERNEL acc_t logit_max(const acc_t* S, acc_t scale, int64_t k0, int64_t k1, acc_t* col_max, acc_t m) {
+SIMVAE_SIMD_CLONES acc_t logit_max(const acc_t* S, acc_t scale, int64_t k0, int64_t k1, acc_t* col_max, acc_t m) {
   using V = typename Simd<acc_t>::type;
   constexpr int64_t L = Simd<acc_t>::lanes;
   const acc_t ninf = -std::numeric_limits<acc_t>::infinity();
@@ -245,7 +249,7 @@ SIMVAE_ROW_KERNEL acc_t logit_max(const acc_t* S, acc_t scale, int64_t k0, int64
 
 // Forward, second pass: returns sum + sum_k e_k, e_k = exp(scale S[k] - shift); kColumns: also col_sum[k] += e_k.
 template <bool kColumns, typename acc_t>
-SIMVAE_ROW_KERNEL acc_t logit_sum_exp(const acc_t* S, acc_t scale, acc_t shift, int64_t k0, int64_t k1,
+SIMVAE_SIMD_CLONES acc_t logit_sum_exp(const acc_t* S, acc_t scale, acc_t shift, int64_t k0, int64_t k1,
                                       acc_t* col_sum, acc_t sum) {
   using V = typename Simd<acc_t>::type;
   constexpr int64_t L = Simd<acc_t>::lanes;
@@ -261,7 +265,7 @@ SIMVAE_ROW_KERNEL acc_t logit_sum_exp(const acc_t* S, acc_t scale, acc_t shift, 
 
 // Forward, second pass of a wide-spread tile, the columns' side: col_sum[k] += exp(scale S[k] - col_max[k]).
 template <typename acc_t>
-SIMVAE_ROW_KERNEL void column_sum_exp(const acc_t* S, acc_t scale, const acc_t* col_max, int64_t k0, int64_t k1,
+SIMVAE_SIMD_CLONES void column_sum_exp(const acc_t* S, acc_t scale, const acc_t* col_max, int64_t k0, int64_t k1,
                                       acc_t* col_sum) {
   using V = typename Simd<acc_t>::type;
   constexpr int64_t L = Simd<acc_t>::lanes;
@@ -274,7 +278,7 @@ SIMVAE_ROW_KERNEL void column_sum_exp(const acc_t* S, acc_t scale, const acc_t* 
 // (m[j], l[j]) <- (m[j], l[j]) merged with (m2[j], l2[j]) for j < n: m' = max(m, m2) (NaN-sticky),
 // l' = l e^{m - m'} + l2 e^{m2 - m'}; a part with m2 = -inf (every logit -inf) is empty and leaves the pair.
 template <typename acc_t>
-SIMVAE_ROW_KERNEL void merge_lse(acc_t* m, acc_t* l, const acc_t* m2, const acc_t* l2, int64_t n_total) {
+SIMVAE_SIMD_CLONES void merge_lse(acc_t* m, acc_t* l, const acc_t* m2, const acc_t* l2, int64_t n_total) {
   using V = typename Simd<acc_t>::type;
   constexpr int64_t L = Simd<acc_t>::lanes;
   const V ninf = V{} - std::numeric_limits<acc_t>::infinity();
@@ -292,7 +296,7 @@ SIMVAE_ROW_KERNEL void merge_lse(acc_t* m, acc_t* l, const acc_t* m2, const acc_
 // g_ki = w[k] exp(scale S[k] - lse[k]); returns ds + sum_k M_ik S[k] (kPairs: each unordered pair once) or
 // ds + sum_k g_ik S[k] (each ordered pair in its row, for the diagonal square).
 template <bool kPairs, typename acc_t>
-SIMVAE_ROW_KERNEL acc_t pair_grad(acc_t* S, const acc_t* w, const acc_t* lse, acc_t w_i, acc_t lse_i, acc_t scale,
+SIMVAE_SIMD_CLONES acc_t pair_grad(acc_t* S, const acc_t* w, const acc_t* lse, acc_t w_i, acc_t lse_i, acc_t scale,
                                   int64_t k0, int64_t k1, acc_t ds) {
   using V = typename Simd<acc_t>::type;
   constexpr int64_t L = Simd<acc_t>::lanes;
@@ -318,13 +322,13 @@ int64_t block_rows(int64_t N) {
 // header): the diagonal pairs, then the circle schedule over an even number of slots (a slot past the last
 // block is a bye).  buffer: per thread, (kTileRows + 2) * kBlockRows + 2 * kTileRows elements of `options`.
 template <typename Work>
-void for_each_block_pair(int64_t blocks, const at::TensorOptions& options, const Work& work) {
+void for_each_block_pair(int64_t blocks, torch::headeronly::ScalarType dtype, const Work& work) {
   std::vector<std::pair<int64_t, int64_t>> round;
   const auto run_round = [&] {
     const int64_t pairs = static_cast<int64_t>(round.size());
     std::atomic<int64_t> next{0};
-    at::parallel_for(0, pairs, 1, [&](int64_t, int64_t) {
-      at::Tensor buffer = at::empty({(kTileRows + 2) * kBlockRows + 2 * kTileRows}, options);
+    torch::stable::parallel_for(0, pairs, 1, [&](int64_t, int64_t) {
+      const Tensor buffer = torch::stable::empty({(kTileRows + 2) * kBlockRows + 2 * kTileRows}, dtype);
       for (int64_t j = next++; j < pairs; j = next++) work(round[j].first, round[j].second, buffer);
     });
   };
@@ -356,10 +360,9 @@ void for_each_tile(int64_t N, int64_t block, int64_t a, int64_t c, const Tile& t
 }
 
 // S = U[i0 : i0 + rows] U[k0 : k0 + cols]^T into the front of buffer, as a contiguous [rows, cols] tensor.
-at::Tensor tile_products(const at::Tensor& U, const at::Tensor& buffer, int64_t i0, int64_t rows, int64_t k0,
-                         int64_t cols) {
-  at::Tensor S = buffer.narrow(0, 0, rows * cols).view({rows, cols});
-  at::mm_out(S, U.narrow(0, i0, rows), U.narrow(0, k0, cols).t());
+Tensor tile_products(Tensor U, Tensor buffer, int64_t i0, int64_t rows, int64_t k0, int64_t cols) {
+  const Tensor S = torch::stable::view(torch::stable::narrow(buffer, 0, 0, rows * cols), {rows, cols});
+  mm_out(S, torch::stable::narrow(U, 0, i0, rows), torch::stable::transpose(torch::stable::narrow(U, 0, k0, cols), 0, 1));
   return S;
 }
 
@@ -412,21 +415,21 @@ void forward_tile(const acc_t* S, int64_t rows, int64_t cols, bool diagonal, acc
 }
 
 template <typename acc_t>
-void forward_impl(const at::Tensor& U, int64_t J, acc_t scale, bool positives_lse, acc_t* loss, acc_t* lse,
+void forward_impl(const Tensor& U, int64_t J, acc_t scale, bool positives_lse, acc_t* loss, acc_t* lse,
                   acc_t* pos) {
   const int64_t N = U.size(0), D = U.size(1), block = block_rows(N);
-  const acc_t* u = U.data_ptr<acc_t>();
+  const acc_t* u = U.const_data_ptr<acc_t>();
   std::vector<acc_t> m(N, -std::numeric_limits<acc_t>::infinity()), l(N, acc_t(0));
 
-  for_each_block_pair((N + block - 1) / block, U.options(), [&](int64_t a, int64_t c, const at::Tensor& buffer) {
-    acc_t* scratch = buffer.data_ptr<acc_t>() + kTileRows * kBlockRows;
+  for_each_block_pair((N + block - 1) / block, U.scalar_type(), [&](int64_t a, int64_t c, const Tensor& buffer) {
+    acc_t* scratch = buffer.mutable_data_ptr<acc_t>() + kTileRows * kBlockRows;
     for_each_tile(N, block, a, c, [&](int64_t i0, int64_t rows, int64_t k0, int64_t cols, bool diagonal) {
-      const at::Tensor S = tile_products(U, buffer, i0, rows, k0, cols);
-      forward_tile(S.data_ptr<acc_t>(), rows, cols, diagonal, scale, i0, k0, m.data(), l.data(), scratch);
+      const Tensor S = tile_products(U, buffer, i0, rows, k0, cols);
+      forward_tile(S.const_data_ptr<acc_t>(), rows, cols, diagonal, scale, i0, k0, m.data(), l.data(), scratch);
     });
   });
 
-  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       lse[i] = m[i] + std::log(l[i]);
       const int64_t g0 = (i / J) * J;
@@ -452,18 +455,18 @@ void forward_impl(const at::Tensor& U, int64_t J, acc_t scale, bool positives_ls
 
 // Writes dL/dz (accumulation type, [N, D], zero on entry) into dz_t and returns dL/dscale.
 template <typename acc_t>
-acc_t backward_impl(const at::Tensor& U, const std::vector<acc_t>& inv, int64_t J, acc_t scale, bool normalize,
-                    bool positives_lse, const acc_t* w, const acc_t* lse, const acc_t* pos, const at::Tensor& dz_t) {
+acc_t backward_impl(Tensor U, const std::vector<acc_t>& inv, int64_t J, acc_t scale, bool normalize,
+                    bool positives_lse, const acc_t* w, const acc_t* lse, const acc_t* pos, Tensor dz_t) {
   const int64_t N = U.size(0), D = U.size(1), block = block_rows(N);
-  const acc_t* u = U.data_ptr<acc_t>();
-  acc_t* dz = dz_t.data_ptr<acc_t>();
+  const acc_t* u = U.const_data_ptr<acc_t>();
+  acc_t* dz = dz_t.mutable_data_ptr<acc_t>();
   std::vector<acc_t> row_dscale(N, acc_t(0));  // per-row parts of dL/dscale, summed in order at the end
 
   // dz <- (negatives' part of M) U, i.e. the negatives' part of dL/du / scale.
-  for_each_block_pair((N + block - 1) / block, U.options(), [&](int64_t a, int64_t c, const at::Tensor& buffer) {
+  for_each_block_pair((N + block - 1) / block, U.scalar_type(), [&](int64_t a, int64_t c, const Tensor& buffer) {
     for_each_tile(N, block, a, c, [&](int64_t i0, int64_t rows, int64_t k0, int64_t cols, bool diagonal) {
-      const at::Tensor S = tile_products(U, buffer, i0, rows, k0, cols);
-      acc_t* M = S.data_ptr<acc_t>();  // S overwritten in place by M
+      Tensor S = tile_products(U, buffer, i0, rows, k0, cols);
+      acc_t* M = S.mutable_data_ptr<acc_t>();  // S overwritten in place by M
       const int64_t sq = diagonal ? rows : 0;
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = i0 + r;
@@ -476,13 +479,17 @@ acc_t backward_impl(const at::Tensor& U, const std::vector<acc_t>& inv, int64_t 
         }
         row_dscale[i] += pair_grad<true>(Mr, w + k0, lse + k0, w[i], lse[i], scale, sq, cols, ds);
       }
-      dz_t.narrow(0, i0, rows).addmm_(S, U.narrow(0, k0, cols));
-      if (sq < cols) dz_t.narrow(0, k0 + sq, cols - sq).addmm_(S.narrow(1, sq, cols - sq).t(), U.narrow(0, i0, rows));
+      addmm_(torch::stable::narrow(dz_t, 0, i0, rows), S, torch::stable::narrow(U, 0, k0, cols));
+      if (sq < cols) {
+        addmm_(torch::stable::narrow(dz_t, 0, k0 + sq, cols - sq),
+               torch::stable::transpose(torch::stable::narrow(S, 1, sq, cols - sq), 0, 1),
+               torch::stable::narrow(U, 0, i0, rows));
+      }
     });
   });
 
   // Per row: subtract the positives' part, scale, and project through the normalisation.
-  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t g0 = (i / J) * J;
       const acc_t* ui = u + i * D;
@@ -511,66 +518,80 @@ acc_t backward_impl(const at::Tensor& U, const std::vector<acc_t>& inv, int64_t 
   return dscale;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> info_nce_forward_cpu(const at::Tensor& z,
-                                                                     const at::Tensor& temperature,
-                                                                     bool normalize, bool positives_logsumexp) {
-  check_inputs(z, temperature);
-  const at::Tensor zr = rows_of(z);
+// The temperature as a host value (a 0-dim CPU tensor of the accumulation type, checked).
+template <typename acc_t>
+acc_t host_value(const Tensor& t) {
+  acc_t value;
+  if constexpr (std::is_same_v<acc_t, double>) {
+    TORCH_ERROR_CODE_CHECK(aoti_torch_item_float64(t.get(), &value));
+  } else {
+    TORCH_ERROR_CODE_CHECK(aoti_torch_item_float32(t.get(), &value));
+  }
+  return value;
+}
+
+// f(acc_t{}) with acc_t = double for float64 z, float for the other dtypes.
+template <typename F>
+void dispatch_accumulation(Dtype dtype, const F& f) {
+  if (accumulates_in_double(dtype)) {
+    f(double{});
+  } else {
+    f(float{});
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor> info_nce_forward_cpu(const Tensor& z, const Tensor& temperature, bool normalize,
+                                                        bool positives_logsumexp) {
+  const Dtype dtype = check_info_nce_inputs(z, temperature);
+  const torch::headeronly::ScalarType acc = accumulation_scalar_type(dtype);
+  const Tensor zr = rows_of(z, acc);
   const int64_t N = zr.size(0);
-  at::Tensor loss = at::empty({N}, zr.options());
-  at::Tensor lse = at::empty({N}, zr.options());
-  at::Tensor pos = at::empty({N}, zr.options());
+  Tensor loss = torch::stable::empty({N}, acc), lse = torch::stable::empty({N}, acc), pos = torch::stable::empty({N}, acc);
   if (N == 0) return {loss, lse, pos};
-  AT_DISPATCH_FLOATING_TYPES(zr.scalar_type(), "info_nce_forward_cpu", [&] {
-    const scalar_t scale = scalar_t(1) / temperature.item<scalar_t>();
-    std::vector<scalar_t> inv;
-    const at::Tensor U = unit_rows(zr, normalize, inv);
-    forward_impl<scalar_t>(U, z.size(1), scale, positives_logsumexp, loss.data_ptr<scalar_t>(),
-                           lse.data_ptr<scalar_t>(), pos.data_ptr<scalar_t>());
+  dispatch_accumulation(dtype, [&](auto tag) {
+    using acc_t = decltype(tag);
+    const acc_t scale = acc_t(1) / host_value<acc_t>(temperature);
+    std::vector<acc_t> inv;
+    const Tensor U = unit_rows(zr, normalize, inv);
+    forward_impl<acc_t>(U, z.size(1), scale, positives_logsumexp, loss.mutable_data_ptr<acc_t>(),
+                        lse.mutable_data_ptr<acc_t>(), pos.mutable_data_ptr<acc_t>());
   });
   return {loss, lse, pos};
 }
 
-std::tuple<at::Tensor, at::Tensor> info_nce_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& z,
-                                                         const at::Tensor& temperature, const at::Tensor& lse,
-                                                         const at::Tensor& pos, bool normalize,
-                                                         bool positives_logsumexp) {
-  check_inputs(z, temperature);
-  const at::Tensor zr = rows_of(z);
-  const int64_t N = zr.size(0);
-  TORCH_CHECK(grad_loss.numel() == N && lse.numel() == N && pos.numel() == N,
-              "info_nce_backward: grad_loss, lse and positive must have N = G*J = ", N, " elements");
-  const at::Tensor w = grad_loss.to(zr.scalar_type()).contiguous();
-  const at::Tensor lse_c = lse.to(zr.scalar_type()).contiguous(), pos_c = pos.to(zr.scalar_type()).contiguous();
-  at::Tensor dz = at::zeros(zr.sizes(), zr.options());
-  at::Tensor dtemp = at::zeros({}, temperature.options());
+std::tuple<Tensor, Tensor> info_nce_backward_cpu(const Tensor& grad_loss, const Tensor& z, const Tensor& temperature,
+                                                 const Tensor& lse, const Tensor& pos, bool normalize,
+                                                 bool positives_logsumexp) {
+  const Dtype dtype = check_info_nce_inputs(z, temperature);
+  check_info_nce_rows(z, grad_loss, lse, pos);
+  const torch::headeronly::ScalarType acc = accumulation_scalar_type(dtype);
+  const Tensor zr = rows_of(z, acc);
+  const int64_t N = zr.size(0), D = zr.size(1);
+  const Tensor w = torch::stable::contiguous(torch::stable::to(grad_loss, acc));
+  const Tensor lse_c = torch::stable::contiguous(torch::stable::to(lse, acc));
+  const Tensor pos_c = torch::stable::contiguous(torch::stable::to(pos, acc));
+  Tensor dz = torch::stable::new_zeros(zr, {N, D});
+  Tensor dtemp = torch::stable::new_zeros(temperature, std::vector<int64_t>{});
   if (N > 0) {
-    AT_DISPATCH_FLOATING_TYPES(zr.scalar_type(), "info_nce_backward_cpu", [&] {
-      const scalar_t tau = temperature.item<scalar_t>();
-      const scalar_t scale = scalar_t(1) / tau;
-      std::vector<scalar_t> inv;
-      const at::Tensor U = unit_rows(zr, normalize, inv);
-      const scalar_t dscale =
-          backward_impl<scalar_t>(U, inv, z.size(1), scale, normalize, positives_logsumexp, w.data_ptr<scalar_t>(),
-                                  lse_c.data_ptr<scalar_t>(), pos_c.data_ptr<scalar_t>(), dz);
-      dtemp.fill_(-dscale * scale * scale);
+    dispatch_accumulation(dtype, [&](auto tag) {
+      using acc_t = decltype(tag);
+      const acc_t tau = host_value<acc_t>(temperature);
+      const acc_t scale = acc_t(1) / tau;
+      std::vector<acc_t> inv;
+      const Tensor U = unit_rows(zr, normalize, inv);
+      const acc_t dscale = backward_impl<acc_t>(U, inv, z.size(1), scale, normalize, positives_logsumexp,
+                                                w.const_data_ptr<acc_t>(), lse_c.const_data_ptr<acc_t>(),
+                                                pos_c.const_data_ptr<acc_t>(), dz);
+      torch::stable::fill_(dtemp, -dscale * scale * scale);
     });
   }
-  return {dz.view(z.sizes()).to(z.scalar_type()), dtemp};
+  return {torch::stable::to(torch::stable::view(dz, z.sizes()), z.scalar_type()), dtemp};
 }
 
 }  // namespace
+}  // namespace simvae
 
-TORCH_LIBRARY_FRAGMENT(simvae_fast, m) {
-  m.def(
-      "info_nce_forward(Tensor z, Tensor temperature, bool normalize, bool positives_logsumexp) "
-      "-> (Tensor loss, Tensor lse, Tensor positive)");
-  m.def(
-      "info_nce_backward(Tensor grad_loss, Tensor z, Tensor temperature, Tensor lse, Tensor positive, "
-      "bool normalize, bool positives_logsumexp) -> (Tensor grad_z, Tensor grad_temperature)");
-}
-
-TORCH_LIBRARY_IMPL(simvae_fast, CPU, m) {
-  m.impl("info_nce_forward", &info_nce_forward_cpu);
-  m.impl("info_nce_backward", &info_nce_backward_cpu);
+STABLE_TORCH_LIBRARY_IMPL(simvae_fast, CPU, m) {
+  m.impl("info_nce_forward", TORCH_BOX(&simvae::info_nce_forward_cpu));
+  m.impl("info_nce_backward", TORCH_BOX(&simvae::info_nce_backward_cpu));
 }

@@ -1,4 +1,4 @@
-// The grouped-view prior's per-call coefficients (math doc §2), shared by the CPU and CUDA kernels.
+// The grouped-view prior's per-call coefficients (docs/math.md §2), shared by the CPU and CUDA kernels.
 // Host-only C++, no torch.
 //
 // Per group, with z̄ = (1/J) Σ_j z_j, S_w = Σ_j ‖z_j − z̄‖² and M = ‖z̄‖², every grouped prior is

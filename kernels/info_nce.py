@@ -1,5 +1,6 @@
-"""Launchers of the Triton InfoNCE / NT-Xent kernels over groups of views (math doc §4): no N x N tensor, every
-pair of row blocks visited once (the logits are symmetric, s_ik = s_ki).
+"""Launchers of the Triton InfoNCE / NT-Xent kernels over groups of views (docs/math.md §4): no N x N tensor,
+every pair of row blocks visited once (the logits are symmetric, s_ik = s_ki): the symmetric tiles of docs/math.md
+§4.1, variant "two maxima" with "partials and atomics".
 
 Notation. z: [G, J, D] as N = G*J rows z_i; c_i = 1/max(||z_i||, 1e-12) with normalize (F.normalize), else 1;
 scale = 1/tau (read from the temperature tensor on the device: no host sync); s_ik = (z_i . z_k) (c_i scale) c_k.

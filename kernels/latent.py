@@ -1,4 +1,4 @@
-"""Triton kernels of the fused latent op: reparameterised sample, entropy and grouped-view prior (math doc §2-3).
+"""Triton kernels of the fused latent op: reparameterised sample, entropy and grouped-view prior (docs/math.md §2-3).
 
 Layout: mu, logvar, eps, z contiguous [G, J, D]; element (g, j, d) has linear index i = (g·J + j)·D + d, and
 the in-kernel noise is ε_i = tl.randn(seed, offset + i) with a 64-bit counter (never stored). A program

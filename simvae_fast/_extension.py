@@ -1,10 +1,10 @@
 """The C++ extensions, loaded once at `import simvae_fast`, and why a backend that needs one is not usable.
 
-    simvae_fast._C       the op schemas and the CPU latent kernels, on the LibTorch stable ABI: one build
-                         loads into every torch >= its target (2.10) and every Python >= 3.10.
-    simvae_fast._C_aten  the CPU InfoNCE kernels, still on the ATen C++ API: load only into the torch they
-                         were built against (#16 phase 2 moves them into _C and removes this module).
-    simvae_fast._C_cuda  the CUDA kernels, imported only when the running torch has CUDA.
+    simvae_fast._C       the op schemas and the CPU kernels (latent op and InfoNCE), on the LibTorch stable ABI:
+                         one build loads into every torch >= its target (2.10) and every Python >= 3.10.
+    simvae_fast._C_cuda  the CUDA kernels, imported only when the running torch has CUDA. Its registrations are
+                         on the ATen C++ API (csrc/module_cuda.cpp says why), so it loads only into the torch it
+                         was built against; it is not even imported into another one.
 
 A module that was built but does not import, or a CUDA torch without the CUDA module, is reported once, by
 an ExtensionWarning at import: what failed, the torch the build used and the one running, and the command
@@ -20,9 +20,10 @@ from typing import NamedTuple, Optional
 
 import torch
 
-MODULES = ("_C", "_C_aten", "_C_cuda")
-# What each backend needs, in load order (_C defines the schemas the others register into).
-NEEDS = {"cpu": ("_C", "_C_aten"), "cuda": ("_C", "_C_aten", "_C_cuda")}
+MODULES = ("_C", "_C_cuda")
+# What each backend needs, in load order (_C defines the schemas _C_cuda registers into).
+NEEDS = {"cpu": ("_C",), "cuda": ("_C", "_C_cuda")}
+# _C_cuda built against the running torch (pip's isolated build would take the newest torch instead).
 REBUILD = "pip install --no-build-isolation .  (from the source checkout, after installing torch)"
 REINSTALL = "pip install --force-reinstall --no-deps .  (from the source checkout)"
 BUILD_INFO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build_info.json")
@@ -76,9 +77,13 @@ def _load(name, info, loaded):
         if info is None:
             reason = f"simvae_fast.{name} is not built (no build of the C++ extensions beside {__name__})"
             return Loaded(None, reason), (reason, "pip install .")
-        reason = f"simvae_fast.{name} was not built (the build's torch {info['torch']} " + (
-            "had no CUDA, or nvcc was not found)" if name == "_C_cuda" else "left it out)")
-        return Loaded(None, reason), (reason, f"SIMVAE_FAST_CUDA=1 {REBUILD}" if name == "_C_cuda" else REBUILD)
+        if name != "_C_cuda":
+            reason = f"simvae_fast.{name} is missing from the build beside {__name__}"
+            return Loaded(None, reason), (reason, REINSTALL)
+        why = (f"its build failed: {info['cuda_build_error']}" if info.get("cuda_build_error")
+               else f"the build's torch {info['torch']} had no CUDA, or nvcc was not found")
+        reason = f"simvae_fast._C_cuda was not built ({why})"
+        return Loaded(None, reason), (reason, f"SIMVAE_FAST_CUDA=1 {REBUILD}")
     try:
         return Loaded(importlib.import_module(f"simvae_fast.{name}"), "loaded"), None
     except ImportError as err:

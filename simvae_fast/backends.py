@@ -53,13 +53,24 @@ def _probe(name):
 
 
 _AVAILABILITY = {}
+_OP_AVAILABILITY = {}  # (op, backend) -> Availability where an op's kernels narrow its backend's (ops/registry.py)
 
 
 def _availability(name):
-    """Probed once per process (a plain dict, which torch.compile reads without tracing the probe)."""
+    """Probed once per process (plain dicts, which torch.compile reads without tracing the probe)."""
     if name not in _AVAILABILITY:
         _AVAILABILITY[name] = _probe(name)
     return _AVAILABILITY[name]
+
+
+def _op_availability(name, op):
+    """Backend `name`'s availability for op `op`: the backend's, unless the op's registration narrowed it."""
+    return _OP_AVAILABILITY.get((op, name)) or _availability(name)
+
+
+def record_missing_kernel(op, name, reason):
+    """Backend `name` is usable but has no kernel of op `op` (simvae_fast/ops/registry.py)."""
+    _OP_AVAILABILITY[(op, name)] = Availability(False, reason)
 
 
 def interpreting():
@@ -86,8 +97,9 @@ def _serves(name, device):
 
 
 @functools.cache
-def _warn_fallback(device_type, candidates):
-    reasons = "; ".join(f"{name}: {_availability(name).reason}" for name in candidates) or "no fused backend implements this op"
+def _warn_fallback(device_type, candidates, op=DEFAULT_OP):
+    reasons = "; ".join(f"{name}: {_op_availability(name, op).reason}" for name in candidates)
+    reasons = reasons or "no fused backend implements this op"
     warnings.warn(
         f"simvae_fast: no fused backend is usable for {device_type} tensors ({reasons}); "
         "running the pure-PyTorch reference",
@@ -104,15 +116,15 @@ def resolve_backend(backend, device, implemented=BACKENDS, op=DEFAULT_OP):
     if backend == "auto":
         order = AUTO_ORDER[op].get(device.type, ())
         for name in order:
-            if name in implemented and _availability(name).usable:
+            if name in implemented and _op_availability(name, op).usable:
                 return name
-        _warn_fallback(device.type, tuple(n for n in order if n in implemented))
+        _warn_fallback(device.type, tuple(n for n in order if n in implemented), op)
         return "reference"
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected 'auto' or one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     if backend not in implemented:
         raise ValueError(f"backend: {backend!r} does not implement this op (it has {', '.join(implemented)})")
-    availability = _availability(backend)
+    availability = _op_availability(backend, op)
     if not availability.usable:
         raise RuntimeError(f"backend: {backend!r} is not usable here: {availability.reason}")
     if not _serves(backend, device):

@@ -1,7 +1,7 @@
 """Functional losses over the fused ops, with the signatures of the libraries users already train with, and
 SimVAE's negative ELBO.
 
-Each is the functional twin of a module in simvae_fast.nn. simvae_loss (math doc §1) computes the latent block
+Each is the functional twin of a module in simvae_fast.nn. simvae_loss (docs/math.md §1) computes the latent block
 (sampling, entropy, grouped-view prior) with the fused op simvae_fast.simvae_latent; with prior="standard" it is
 the VAE on J views.
 """

@@ -17,7 +17,6 @@ from simvae_fast.backends import backends
 ABI = {
     "_C": lambda b: f"LibTorch stable ABI (loads into torch >= {b['stable_abi_target']}), CPython limited API "
                     f"(Python >= {b['python_limited_api'][2]}.{b['python_limited_api'][3:]})",
-    "_C_aten": lambda b: f"ATen C++ API (loads only into torch {b['torch']})",
     "_C_cuda": lambda b: f"ATen C++ API (loads only into torch {b['torch']}); CUDA {b['torch_cuda']}, "
                          f"arch list {b['cuda_arch_list']}, {b['nvcc']}",
 }

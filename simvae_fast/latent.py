@@ -3,6 +3,7 @@
 Validates, picks a backend (simvae_fast.backends) and runs it. Backends are entries of IMPLEMENTATIONS,
 each a function (mu, logvar, eps, seed, offset, sigma2, prior) -> (z, log_prior, entropy).
 """
+import functools
 from typing import NamedTuple
 
 import torch
@@ -36,12 +37,8 @@ def _reference_latent(mu, logvar, eps, seed, offset, sigma2, prior):
     return z.to(out_dtype), log_prior, reference.gaussian_entropy(logvar)
 
 
-IMPLEMENTATIONS = {
-    "reference": _reference_latent,
-    "cpu": latent_ops.latent_extension,
-    "cuda": latent_ops.latent_extension,
-    "triton": latent_ops.latent_triton,
-}
+IMPLEMENTATIONS = {"reference": _reference_latent}
+IMPLEMENTATIONS.update({name: functools.partial(latent_ops.latent, backend=name) for name in ("cpu", "cuda", "triton")})
 
 
 def draw_seed():

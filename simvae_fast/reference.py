@@ -1,6 +1,6 @@
 """Pure-PyTorch reference of the SimVAE math: the single source of truth.
 
-One function per formula of shared/docs/simvae-math.md. Latents are [G groups, J views, D dims].
+One function per formula of docs/math.md. Latents are [G groups, J views, D dims].
 Every fused kernel is tested against these functions in float64, and the benchmarks time them as the
 "reference" (eager) and "compile" (torch.compile) providers. Readability beats speed here.
 """
@@ -24,19 +24,19 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 
 def reparameterize(mu, logvar, eps):
-    """z = mu + exp(logvar / 2) * eps (math doc §3)."""
+    """z = mu + exp(logvar / 2) * eps (docs/math.md §3)."""
     check_same_latents(mu=mu, logvar=logvar, eps=eps)
     return mu + torch.exp(0.5 * logvar) * eps
 
 
 def gaussian_entropy(logvar):
-    """H[q] = 1/2 * sum over views and dims of (1 + log 2pi + logvar) -> [G] (math doc §3)."""
+    """H[q] = 1/2 * sum over views and dims of (1 + log 2pi + logvar) -> [G] (docs/math.md §3)."""
     check_latent("logvar", logvar)
     return 0.5 * (1.0 + LOG_2PI + logvar).sum(dim=(1, 2))
 
 
 def grouped_prior_log_prob(z, sigma2=0.15, prior="gaussian"):
-    """log p(z_1..z_J) per group -> [G], with every constant of the math doc §2.
+    """log p(z_1..z_J) per group -> [G], with every constant of docs/math.md §2.
 
     gaussian: y ~ N(0, I) integrated out; flat: improper uniform p(y); official: the official code's
     y = mean of the views with constants dropped; standard: J independent N(0, I) (the VAE baseline).
@@ -63,7 +63,7 @@ def grouped_prior_log_prob(z, sigma2=0.15, prior="gaussian"):
 
 
 def info_nce(z, temperature=0.5, normalize=True, positives="mean", reduction="mean"):
-    """InfoNCE / NT-Xent over groups of views (math doc §4), built from the full N x N logits.
+    """InfoNCE / NT-Xent over groups of views (docs/math.md §4), built from the full N x N logits.
 
     Rows are the N = G*J views; the denominator runs over every other row; positives are the other
     views of the same group, averaged ("mean", SupCon L_out) or log-sum-exp'ed ("logsumexp", solo-learn).

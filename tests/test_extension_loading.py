@@ -44,20 +44,20 @@ def copy_of_the_package(tmp_path):
 
 
 def test_a_module_that_does_not_load_is_reported_once_at_import(tmp_path):
-    """A copy of the installed package whose _C_aten is not a shared library. Fails if the import raises, stays
+    """A copy of the installed package whose _C is not a shared library. Fails if the import raises, stays
     silent, warns more than once, or the warning lacks the build's torch, the running torch or the fix."""
     copy = copy_of_the_package(tmp_path)
-    (broken,) = glob.glob(str(copy / "_C_aten*.so"))
+    (broken,) = glob.glob(str(copy / "_C.*so"))
     with open(broken, "wb") as f:
         f.write(b"not an ELF file")
     result = run_python("import simvae_fast; print(simvae_fast.backends()['cpu'])", pythonpath=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("ExtensionWarning") == 1, result.stderr
     built = _extension.build_info()["torch"]
-    assert f"simvae_fast._C_aten not importable (" in result.stderr
+    assert "simvae_fast._C not importable (" in result.stderr
     assert f"built against torch {built}, running {torch.__version__}" in result.stderr
-    assert "fix: pip install --no-build-isolation ." in result.stderr
-    assert "usable=False" in result.stdout and "simvae_fast._C_aten not importable" in result.stdout
+    assert "fix: pip install --force-reinstall --no-deps ." in result.stderr
+    assert "usable=False" in result.stdout and "simvae_fast._C not importable" in result.stdout
 
 
 def fake_import(failing, message):
@@ -72,23 +72,30 @@ def fake_import(failing, message):
 
 
 BUILT_ELSEWHERE = {"torch": "2.14.1+cu130", "torch_cuda": "13.0", "stable_abi_target": "2.10",
-                   "modules": ["_C", "_C_aten"]}
+                   "modules": ["_C", "_C_cuda"]}
 
 
-def test_a_version_locked_module_of_another_torch_is_not_even_imported(monkeypatch):
+@pytest.fixture
+def cuda_torch(monkeypatch):
+    """The running torch claims CUDA, so that _C_cuda is looked for (these tests import nothing of it)."""
+    monkeypatch.setattr(_extension.torch.version, "cuda", "13.0")
+
+
+def test_a_version_locked_module_of_another_torch_is_not_even_imported(monkeypatch, cuda_torch):
     """Loading ATen-API code into another torch may crash the process: the build's torch is compared first."""
-    monkeypatch.setattr(_extension.importlib, "import_module", fake_import("_C_aten", "must not be imported"))
-    loaded, (what, fix) = _extension._load("_C_aten", BUILT_ELSEWHERE, dict(_extension.LOADED))
+    monkeypatch.setattr(_extension.importlib, "import_module", fake_import("_C_cuda", "must not be imported"))
+    loaded, (what, fix) = _extension._load("_C_cuda", BUILT_ELSEWHERE, dict(_extension.LOADED))
     assert loaded.module is None and loaded.reason == what
-    assert what.startswith(f"simvae_fast._C_aten was built against torch 2.14.1+cu130, running {torch.__version__}")
+    assert what.startswith(f"simvae_fast._C_cuda was built against torch 2.14.1+cu130, running {torch.__version__}")
     assert fix == _extension.REBUILD
 
 
-def test_a_version_locked_module_that_fails_to_import_names_both_torches(monkeypatch):
-    monkeypatch.setattr(_extension.importlib, "import_module", fake_import("_C_aten", "libc10_cuda.so: cannot open"))
+def test_a_version_locked_module_that_fails_to_import_names_both_torches(monkeypatch, cuda_torch):
+    monkeypatch.setattr(_extension.importlib, "import_module", fake_import("_C_cuda", "libcudart.so.13: cannot open"))
+    monkeypatch.setattr(_extension.importlib.util, "find_spec", lambda name: object())
     built_here = dict(BUILT_ELSEWHERE, torch=torch.__version__)
-    loaded, (what, fix) = _extension._load("_C_aten", built_here, dict(_extension.LOADED))
-    assert what == (f"simvae_fast._C_aten not importable (libc10_cuda.so: cannot open); built against torch "
+    loaded, (what, fix) = _extension._load("_C_cuda", built_here, dict(_extension.LOADED))
+    assert what == (f"simvae_fast._C_cuda not importable (libcudart.so.13: cannot open); built against torch "
                     f"{torch.__version__}, running {torch.__version__}")
     assert fix == _extension.REBUILD
 
@@ -103,17 +110,22 @@ def test_the_stable_module_under_an_older_torch_asks_for_a_newer_one(monkeypatch
     assert fix == _extension.REINSTALL
 
 
-def test_modules_after_a_failed_schema_module_are_not_loaded():
+def test_modules_after_a_failed_schema_module_are_not_loaded(cuda_torch):
     failed = {"_C": _extension.Loaded(None, "simvae_fast._C not importable (...)")}
-    loaded, problem = _extension._load("_C_aten", BUILT_ELSEWHERE, failed)
+    loaded, problem = _extension._load("_C_cuda", BUILT_ELSEWHERE, failed)
     assert loaded == (None, "simvae_fast._C (the op schemas) did not load") and problem is None
 
 
-@pytest.mark.skipif(torch.version.cuda is None, reason="the CUDA module is only looked for under a CUDA torch")
-def test_a_cuda_torch_without_the_cuda_module_says_how_to_build_it(monkeypatch):
+def test_a_cuda_torch_without_the_cuda_module_says_how_to_build_it(monkeypatch, cuda_torch):
     monkeypatch.setattr(_extension.importlib.util, "find_spec", lambda name: None)
-    loaded, (what, fix) = _extension._load("_C_cuda", BUILT_ELSEWHERE, dict(_extension.LOADED))
-    assert "simvae_fast._C_cuda was not built" in what and fix.startswith("SIMVAE_FAST_CUDA=1 pip install")
+    built_here = dict(BUILT_ELSEWHERE, torch=torch.__version__, modules=["_C"])
+    loaded, (what, fix) = _extension._load("_C_cuda", built_here, dict(_extension.LOADED))
+    assert "simvae_fast._C_cuda was not built (the build's torch" in what
+    assert fix.startswith("SIMVAE_FAST_CUDA=1 pip install --no-build-isolation")
+    failed = dict(built_here, cuda_build_error="nvcc 12.4 cannot build for torch's CUDA 13.0")
+    loaded, (what, fix) = _extension._load("_C_cuda", failed, dict(_extension.LOADED))
+    assert what == "simvae_fast._C_cuda was not built (its build failed: nvcc 12.4 cannot build for torch's CUDA 13.0)"
+    assert loaded.reason == what
 
 
 def test_an_unbuilt_tree_says_so(monkeypatch):

@@ -1,5 +1,5 @@
 """The reference against independent computations, in float64: densities of the stacked Gaussian, numerical
-integrals, torch.distributions, explicit loops, and the closed-form gradients of the math doc."""
+integrals, torch.distributions, explicit loops, and the closed-form gradients of docs/math.md."""
 import math
 
 import pytest
@@ -67,7 +67,7 @@ def test_standard_prior_is_independent_unit_gaussians(J):
 
 
 def closed_form_prior_grad(z, prior):
-    """d log p / d z_j from the table of the math doc §2."""
+    """d log p / d z_j from the table of docs/math.md §2."""
     J = z.shape[1]
     z_bar = z.mean(1, keepdim=True)
     within = -(z - z_bar) / SIGMA2
@@ -92,7 +92,7 @@ def test_reparameterize_and_entropy_match_torch_distributions():
 
 
 def test_latent_block_gradients_match_closed_form():
-    """dmu = dz_total, dlogvar = dz_total * eps * exp(logvar/2) / 2 + b/2 (math doc §3)."""
+    """dmu = dz_total, dlogvar = dz_total * eps * exp(logvar/2) / 2 + b/2 (docs/math.md §3)."""
     mu, logvar, eps = (latents(4, 3, 5, s).requires_grad_() for s in (1, 2, 3))
     eps = eps.detach()
     dz, a, b = latents(4, 3, 5, 4), torch.randn(4), torch.randn(4)

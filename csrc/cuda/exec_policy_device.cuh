@@ -20,7 +20,7 @@
 
 #include "tile_types.h"
 
-namespace simvae_fast {
+namespace simvae {
 namespace tiles {
 
 struct DevicePolicy {
@@ -131,4 +131,4 @@ struct DevicePolicy {
 };
 
 }  // namespace tiles
-}  // namespace simvae_fast
+}  // namespace simvae

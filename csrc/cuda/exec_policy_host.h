@@ -33,7 +33,7 @@
 
 #include "tile_types.h"
 
-namespace simvae_fast {
+namespace simvae {
 namespace tiles {
 
 class RaceError : public std::runtime_error {
@@ -321,4 +321,4 @@ struct HostPolicy {
 };
 
 }  // namespace tiles
-}  // namespace simvae_fast
+}  // namespace simvae

@@ -1,4 +1,4 @@
-// InfoNCE / NT-Xent CUDA launchers (math doc §4). bfloat16 and float16 rows of up to 256 dims, and float32 rows
+// InfoNCE / NT-Xent CUDA launchers (docs/math.md §4). bfloat16 and float16 rows of up to 256 dims, and float32 rows
 // of up to 128 when the call allows TF32 (torch's allowTF32CuBLAS, read by info_nce_cuda.cpp), run on the tensor
 // cores: the kernels below are thin __global__ wrappers of the block bodies in info_nce_tiles.cuh (tiles,
 // mma.sync: m16n8k16 bf16/fp16, m16n8k8 tf32) and info_nce_rows.cuh (per-row parts), run with the device
@@ -21,7 +21,7 @@
 #include "info_nce_rows.cuh"
 #include "info_nce_tiles.cuh"
 
-namespace simvae_fast {
+namespace simvae {
 namespace {
 
 using tiles::Bf16;
@@ -90,12 +90,12 @@ int target_blocks() {
 
 Plan plan_of(const InfoNceCall& c, bool backward) {
   const bool aligned = reinterpret_cast<uintptr_t>(c.z) % 16 == 0;
-  if (c.dtype == InfoNceDtype::kFloat32)
+  if (c.dtype == Dtype::kFloat32)
     return tiles::make_plan<Tf32>(c.N, c.D, aligned, backward, c.deterministic, target_blocks());
   return tiles::make_plan<Bf16>(c.N, c.D, aligned, backward, c.deterministic, target_blocks());  // = F16's
 }
 
-size_t acc_bytes(const InfoNceCall& c) { return c.dtype == InfoNceDtype::kFloat64 ? 8 : 4; }
+size_t acc_bytes(const InfoNceCall& c) { return c.dtype == Dtype::kFloat64 ? 8 : 4; }
 size_t aligned_size(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 unsigned row_grid(int64_t N) { return unsigned((N + kWarpsPerBlock - 1) / kWarpsPerBlock); }
@@ -191,9 +191,9 @@ cudaError_t dispatch_dims(const InfoNceCall& c, const Plan& plan, Args... args) 
 template <template <class, int> class F, class... Args>
 cudaError_t dispatch(const InfoNceCall& c, const Plan& plan, Args... args) {
   switch (c.dtype) {
-    case InfoNceDtype::kBFloat16: return dispatch_dims<F, __nv_bfloat16>(c, plan, args...);
-    case InfoNceDtype::kFloat16: return dispatch_dims<F, __half>(c, plan, args...);
-    case InfoNceDtype::kFloat32: return dispatch_dims<F, float>(c, plan, args...);
+    case Dtype::kBFloat16: return dispatch_dims<F, __nv_bfloat16>(c, plan, args...);
+    case Dtype::kFloat16: return dispatch_dims<F, __half>(c, plan, args...);
+    case Dtype::kFloat32: return dispatch_dims<F, float>(c, plan, args...);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -216,9 +216,9 @@ size_t exact_workspace(const InfoNceCall& c, bool backward) {
 
 }  // namespace
 
-bool info_nce_on_tensor_cores(InfoNceDtype dtype, int64_t D, bool tf32) {
-  if (dtype == InfoNceDtype::kFloat32) return tf32 && tiles::tile_dims<Tf32>(D) != 0;
-  return (dtype == InfoNceDtype::kBFloat16 || dtype == InfoNceDtype::kFloat16) && tiles::tile_dims<Bf16>(D) != 0;
+bool info_nce_on_tensor_cores(Dtype dtype, int64_t D, bool tf32) {
+  if (dtype == Dtype::kFloat32) return tf32 && tiles::tile_dims<Tf32>(D) != 0;
+  return (dtype == Dtype::kBFloat16 || dtype == Dtype::kFloat16) && tiles::tile_dims<Bf16>(D) != 0;
 }
 
 size_t info_nce_workspace_bytes(const InfoNceCall& c, bool backward) {
@@ -250,4 +250,4 @@ cudaError_t info_nce_backward_cuda(const InfoNceCall& c, const void* grad_loss, 
                             static_cast<float*>(grad_temperature), stream);
 }
 
-}  // namespace simvae_fast
+}  // namespace simvae

@@ -14,12 +14,12 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace simvae_fast {
+#include "../dtype.h"
 
-enum class InfoNceDtype { kFloat32, kFloat64, kFloat16, kBFloat16 };
+namespace simvae {
 
 struct InfoNceCall {
-  InfoNceDtype dtype;
+  Dtype dtype;
   const void* z;
   int64_t N, D, J;
   const void* temperature;
@@ -29,7 +29,7 @@ struct InfoNceCall {
 
 // Whether a call of this dtype and row width (and TF32 switch) runs on the tensor cores (else: the exact kernels,
 // float32 / float64 only).
-bool info_nce_on_tensor_cores(InfoNceDtype dtype, int64_t D, bool tf32);
+bool info_nce_on_tensor_cores(Dtype dtype, int64_t D, bool tf32);
 
 size_t info_nce_workspace_bytes(const InfoNceCall& call, bool backward);
 
@@ -42,4 +42,4 @@ cudaError_t info_nce_backward_cuda(const InfoNceCall& call, const void* grad_los
                                    const void* pos, void* workspace, void* grad_z, void* grad_temperature,
                                    cudaStream_t stream);
 
-}  // namespace simvae_fast
+}  // namespace simvae

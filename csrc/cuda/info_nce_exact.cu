@@ -1,6 +1,7 @@
-// InfoNCE / NT-Xent CUDA kernels on CUDA cores (math doc §4): the exact path, for float64 and float32 (and for
-// half-precision rows wider than the tensor-core kernels take, upcast to float32 by info_nce_cuda.cpp). Tiled,
-// shared memory, fp32 accumulation (fp64 for fp64), no N x N buffer. Torch-free: compile-checked with plain nvcc.
+// InfoNCE / NT-Xent CUDA kernels on CUDA cores (docs/math.md §4; not the symmetric tiles of §4.1): the exact
+// path, for float64 and float32 (and for half-precision rows wider than the tensor-core kernels take, upcast to
+// float32 by info_nce_cuda.cpp). Tiled, shared memory, fp32 accumulation (fp64 for fp64), no N x N buffer.
+// Torch-free: compile-checked with plain nvcc.
 // Not the fast path: it streams every column tile for every row block (2 N^2 D forward FLOPs) and its backward
 // recomputes the tiles once per 64 output dims; float64 spills (a simple, exact path is all it is for).
 //
@@ -29,7 +30,7 @@
 
 #include "info_nce_exact.h"
 
-namespace simvae_fast {
+namespace simvae {
 namespace {
 
 constexpr int BM = 64, BN = 64, BK = 8, DC = 64, TPB = 16, TM = BM / TPB, TN = BN / TPB, TD = DC / TPB;
@@ -312,12 +313,12 @@ void backward_typed(const Acc* w, const T* z, int64_t N, int64_t D, int64_t J, c
 
 #define SIMVAE_INFO_NCE_DISPATCH(dtype, CALL)                                     \
   switch (dtype) {                                                                \
-    case InfoNceDtype::kFloat32: { using T = float; using Acc = float; CALL; break; }   \
-    case InfoNceDtype::kFloat64: { using T = double; using Acc = double; CALL; break; } \
+    case Dtype::kFloat32: { using T = float; using Acc = float; CALL; break; }   \
+    case Dtype::kFloat64: { using T = double; using Acc = double; CALL; break; } \
     default: return cudaErrorInvalidValue;                                        \
   }
 
-cudaError_t info_nce_forward_exact(InfoNceDtype dtype, const void* z, int64_t N, int64_t D, int64_t J,
+cudaError_t info_nce_forward_exact(Dtype dtype, const void* z, int64_t N, int64_t D, int64_t J,
                                   const void* temperature, bool normalize, bool positives_logsumexp,
                                   void* inv_norm, void* loss, void* lse, void* pos, cudaStream_t stream) {
   SIMVAE_INFO_NCE_DISPATCH(dtype, (forward_typed<T, Acc>(
@@ -326,7 +327,7 @@ cudaError_t info_nce_forward_exact(InfoNceDtype dtype, const void* z, int64_t N,
   return cudaGetLastError();
 }
 
-cudaError_t info_nce_backward_exact(InfoNceDtype dtype, const void* grad_loss, const void* z, int64_t N, int64_t D,
+cudaError_t info_nce_backward_exact(Dtype dtype, const void* grad_loss, const void* z, int64_t N, int64_t D,
                                    int64_t J, const void* temperature, const void* lse, const void* pos,
                                    bool normalize, bool positives_logsumexp, void* inv_norm, void* du,
                                    void* dscale_rows, void* grad_z, void* grad_temperature, cudaStream_t stream) {
@@ -338,4 +339,4 @@ cudaError_t info_nce_backward_exact(InfoNceDtype dtype, const void* grad_loss, c
   return cudaGetLastError();
 }
 
-}  // namespace simvae_fast
+}  // namespace simvae

@@ -16,7 +16,7 @@
 
 #include "tile_types.h"
 
-namespace simvae_fast {
+namespace simvae {
 namespace tiles {
 
 constexpr int kBlockRows = 64;  // rows of a row block: the tiles are 64 x 64
@@ -130,4 +130,4 @@ Plan make_plan(int64_t N, int64_t D, bool aligned, bool backward, bool determini
 }
 
 }  // namespace tiles
-}  // namespace simvae_fast
+}  // namespace simvae

@@ -1,4 +1,4 @@
-// The O(N D) and O(N J D) parts of the tensor-core InfoNCE (math doc §4), one warp per row, four rows per block,
+// The O(N D) and O(N J D) parts of the tensor-core InfoNCE (docs/math.md §4), one warp per row, four rows per block,
 // written over the same execution policies as the tiles (info_nce_tiles.cuh) so that the host tests run them.
 //   prep_rows:     c_i = 1/max(||z_i||, 1e-12) (normalize) or 1; max_i c_i and max_i |w_i| for operand_scale;
 //                  the zero-padded copy of z when its rows are not 16-byte multiples or z is float32, each
@@ -20,7 +20,7 @@
 #include "info_nce_tiles.cuh"
 #include "tile_types.h"
 
-namespace simvae_fast {
+namespace simvae {
 namespace tiles {
 
 struct RowProblem {
@@ -244,4 +244,4 @@ SIMVAE_TILE void dscale_sum(const float* ds_part, int64_t parts, const float* ds
 }
 
 }  // namespace tiles
-}  // namespace simvae_fast
+}  // namespace simvae

@@ -1,6 +1,7 @@
 // The InfoNCE tile kernels' block bodies, written once over an execution policy P (exec_policy_device.cuh on
 // the GPU, exec_policy_host.h in the tests) and an operand format E (tile_types.h: Bf16, F16, or Tf32 for
-// float32 when TF32 is allowed). Math: doc §4.
+// float32 when TF32 is allowed). Math: docs/math.md §4; the symmetric tiles of §4.1, variant "two maxima"
+// with "partials and atomics".
 //
 // Notation: z_i the N rows, c_i = 1/max(||z_i||, 1e-12) with normalize, else 1; u_i = c_i z_i; s_ik = c_i c_k
 // (z_i . z_k) / tau. The tensor cores multiply z itself (cp.async copies it to shared memory untouched; for
@@ -48,7 +49,7 @@
 //   forward  2 T D          = 8.6e9    backward 6 T D = 2.6e10   total 4 N^2 D = 3.4e10
 //   exp2     forward 2 T    = 6.7e7    backward 2 T   = 6.7e7    total 2 N^2   = 1.3e8
 // (the forward's row and column sides need their own maxima for stability at every tau and for unnormalised
-// rows, so 2 exponentials per pair where the math doc's 1.5 N^2 assumes one in the forward).
+// rows, so 2 exponentials per pair in the forward, where docs/math.md §4.1's "one shared shift" takes one).
 //   bytes, bf16: z read per tile from L2: (pairs of 64-row blocks 8.3e3) x 16 KB = 135 MB fwd and again bwd
 //   (L2, not DRAM: z is 2 MB); DRAM compulsory ~N D (2 + 2 + 4 + 4) = 12.6 MB; du atomics (symmetric)
 //   64 x 128 x 4 B per off-diagonal tile = 8.1e3 x 32 KB = 268 MB into L2 (du is 4 MB and stays there).
@@ -75,7 +76,7 @@
 #include "info_nce_plan.h"
 #include "tile_types.h"
 
-namespace simvae_fast {
+namespace simvae {
 namespace tiles {
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -651,4 +652,4 @@ SIMVAE_UNROLL
 }
 
 }  // namespace tiles
-}  // namespace simvae_fast
+}  // namespace simvae

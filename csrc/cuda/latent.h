@@ -6,15 +6,15 @@
 
 #include <cstdint>
 
-namespace simvae {
+#include "../dtype.h"
 
-enum class LatentDtype { kFloat64, kFloat32, kFloat16, kBFloat16 };
+namespace simvae {
 
 // Shapes, noise and prior coefficients of one call (coefficients as in csrc/latent_prior.h). Tensors are
 // contiguous [G, J, D] in `dtype`; log_prior, entropy and their gradients are [G] in the accumulation dtype
 // (double for kFloat64, float otherwise). eps == nullptr: ε_i = tl.randn(seed, offset + i) made in-kernel.
 struct LatentProblem {
-  LatentDtype dtype;
+  Dtype dtype;
   int64_t groups, views, dims;
   uint64_t seed, offset;
   bool grouped;

@@ -1,6 +1,7 @@
-// CUDA implementations of simvae_fast::latent_forward / latent_backward (schemas in csrc/latent_cpu.cpp):
-// check, make contiguous, allocate, and call the torch-free launchers of csrc/cuda/latent.cu on the current
-// stream. c10/cuda headers only (ATen/cuda/CUDAContext.h does not build with this machine's toolkit).
+// CUDA implementations of simvae_fast::latent_forward / latent_backward (schemas in csrc/module.cpp): check
+// (csrc/latent_op_checks.h), make contiguous, allocate, and call the torch-free launchers of csrc/cuda/latent.cu
+// on the current stream. c10/cuda headers only (ATen/cuda/CUDAContext.h does not build with this machine's
+// toolkit); on the ATen API like the InfoNCE registrations beside it (csrc/module_cuda.cpp says why).
 // Empty inputs launch nothing: G = 0 or D = 0 give empty z / gradients, and log p and H of a group with no
 // dims are the prior's and entropy's constants (0 at D = 0), by tensor fills.
 #include <ATen/core/Tensor.h>
@@ -18,27 +19,10 @@
 namespace simvae {
 namespace {
 
-LatentDtype latent_dtype(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kDouble:
-      return LatentDtype::kFloat64;
-    case at::kFloat:
-      return LatentDtype::kFloat32;
-    case at::kHalf:
-      return LatentDtype::kFloat16;
-    case at::kBFloat16:
-      return LatentDtype::kBFloat16;
-    default:
-      TORCH_CHECK(false, "mu: expected float64, float32, float16 or bfloat16, got ", t.scalar_type());
-  }
-}
-
 LatentProblem make_problem(const at::Tensor& mu, int64_t seed, int64_t offset, const LatentCoefficients& c) {
-  return {latent_dtype(mu), mu.size(0), mu.size(1), mu.size(2), static_cast<uint64_t>(seed),
+  return {dtype_of(mu.scalar_type(), "mu"), mu.size(0), mu.size(1), mu.size(2), static_cast<uint64_t>(seed),
           static_cast<uint64_t>(offset), c.grouped, c.within, c.mean, c.log_prior_const, c.entropy_const};
 }
-
-at::ScalarType accumulation_type(const at::Tensor& mu) { return mu.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_forward_cuda_op(const at::Tensor& mu_in,
                                                                       const at::Tensor& logvar_in,
@@ -50,7 +34,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_forward_cuda_op(const at::
   const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
   const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
   at::Tensor z = at::empty_like(mu);
-  const auto acc = mu.options().dtype(accumulation_type(mu));
+  const auto acc = mu.options().dtype(accumulation_scalar_type(dtype_of(mu.scalar_type(), "mu")));
   if (mu.numel() == 0)
     return {z, at::full({mu.size(0)}, checked.coefficients.log_prior_const, acc),
             at::full({mu.size(0)}, checked.coefficients.entropy_const, acc)};
@@ -80,8 +64,9 @@ std::tuple<at::Tensor, at::Tensor> latent_backward_cuda_op(const at::Tensor& gra
   const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
   const at::Tensor saved_z = z_in.has_value() ? z_in->contiguous() : at::Tensor();
   const at::Tensor grad_z = grad_z_in.to(mu.scalar_type()).contiguous();
-  const at::Tensor grad_log_prior = grad_log_prior_in.to(accumulation_type(mu)).contiguous();
-  const at::Tensor grad_entropy = grad_entropy_in.to(accumulation_type(mu)).contiguous();
+  const at::ScalarType acc = accumulation_scalar_type(dtype_of(mu.scalar_type(), "mu"));
+  const at::Tensor grad_log_prior = grad_log_prior_in.to(acc).contiguous();
+  const at::Tensor grad_entropy = grad_entropy_in.to(acc).contiguous();
   at::Tensor grad_mu = at::empty_like(mu), grad_logvar = at::empty_like(mu);
   C10_CUDA_CHECK(latent_backward_cuda(make_problem(mu, seed, offset, checked.coefficients), grad_z.const_data_ptr(),
                                       grad_log_prior.const_data_ptr(), grad_entropy.const_data_ptr(),

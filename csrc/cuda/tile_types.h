@@ -18,7 +18,7 @@
 #define SIMVAE_UNROLL
 #endif
 
-namespace simvae_fast {
+namespace simvae {
 namespace tiles {
 
 constexpr int kWarpsPerBlock = 4;  // every block of these kernels is 4 warps = 128 threads
@@ -161,4 +161,4 @@ struct alignas(8) Bits2 {
 };
 
 }  // namespace tiles
-}  // namespace simvae_fast
+}  // namespace simvae

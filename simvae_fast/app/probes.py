@@ -1,4 +1,4 @@
-"""The probe protocol shared by the content and the style evaluations: the official one (math doc §5).
+"""The probe protocol shared by the content and the style evaluations: the official one (docs/math.md §5).
 
 A probe reads a frozen representation [N, D]: linear Linear(D, K), or MLP Linear(D, D) -> ReLU -> Linear(D, K),
 trained with Adam (lr 3e-4, betas (0.9, 0.999), eps 1e-8), batch 64, for `epochs` epochs (official: 200) on the

@@ -1,6 +1,6 @@
 """Style evaluation: how much of what the augmentation changed can be read from a representation.
 
-The paper's second claim (math doc §5) is that SimVAE keeps style, the information the augmentations change,
+The paper's second claim (docs/math.md §5) is that SimVAE keeps style, the information the augmentations change,
 which discriminative methods learn to discard. Each image of the validation and test splits, and of the first
 STYLE_TRAIN_IMAGES of the training split, is augmented once by the official recipe for its images
 (augment.get_recipe("official", C): for grey images random resized crop, scale 0.4-1, and a vertical flip with

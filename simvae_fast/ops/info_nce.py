@@ -1,6 +1,6 @@
-"""InfoNCE custom ops: fake (meta) kernels, autograd, and the functional entry over them.
+"""InfoNCE custom ops: fake (meta) kernels, autograd (registered by ops/registry.py), and the functional entry.
 
-Each backend is a pair of ops with one schema (csrc/info_nce_cpu.cpp):
+Each backend is a pair of ops with one schema form (csrc/module.cpp):
     forward(z [G, J, D], temperature [] , normalize, positives_logsumexp) -> (loss [N], lse [N], positive [N])
     backward(grad_loss [N], z, temperature, lse, positive, normalize, positives_logsumexp)
         -> (grad_z [G, J, D], grad_temperature [])
@@ -12,7 +12,7 @@ lse and positive are saved for the backward (one float each per row) and carry n
 import torch
 
 from simvae_fast._dtypes import accumulation_dtype
-from simvae_fast.backends import backends
+from simvae_fast.ops import registry
 
 
 def _fake_forward(z, temperature, normalize, positives_logsumexp):
@@ -25,56 +25,49 @@ def _fake_backward(grad_loss, z, temperature, lse, positive, normalize, positive
     return torch.empty_like(z), torch.empty_like(temperature)
 
 
-def _register_autograd(forward, backward):
-    def setup_context(ctx, inputs, output):
-        z, temperature, normalize, positives_logsumexp = inputs
-        _, lse, positive = output
-        ctx.save_for_backward(z, temperature, lse, positive)
-        ctx.options = (normalize, positives_logsumexp)
+def _setup_context(ctx, inputs, output):
+    z, temperature, normalize, positives_logsumexp = inputs
+    _, lse, positive = output
+    ctx.save_for_backward(z, temperature, lse, positive)
+    ctx.options = (normalize, positives_logsumexp)
 
-    def backward_rule(ctx, grad_loss, grad_lse, grad_positive):
+
+def _make_backward(backward_op):
+    def backward(ctx, grad_loss, grad_lse, grad_positive):
         z, temperature, lse, positive = ctx.saved_tensors
         if grad_loss is None:
             grad_loss = torch.zeros_like(lse)
-        grad_z, grad_temperature = backward(grad_loss, z, temperature, lse, positive, *ctx.options)
+        grad_z, grad_temperature = backward_op(grad_loss, z, temperature, lse, positive, *ctx.options)
         return grad_z, grad_temperature, None, None
 
-    torch.library.register_autograd(forward, backward_rule, setup_context=setup_context)
+    return backward
 
 
-FORWARD = {}
+def _triton_forward(
+    z: torch.Tensor, temperature: torch.Tensor, normalize: bool, positives_logsumexp: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from simvae_fast.kernels import info_nce as kernels
 
-if backends()["cpu"].usable:
-    torch.library.register_fake("simvae_fast::info_nce_forward")(_fake_forward)
-    torch.library.register_fake("simvae_fast::info_nce_backward")(_fake_backward)
-    _register_autograd("simvae_fast::info_nce_forward", torch.ops.simvae_fast.info_nce_backward)
-    FORWARD["cpu"] = FORWARD["cuda"] = torch.ops.simvae_fast.info_nce_forward
+    return kernels.forward(z, temperature, normalize, positives_logsumexp)
 
-if backends()["triton"].usable:
-    from simvae_fast.kernels import info_nce as _triton_kernels
 
-    @torch.library.custom_op("simvae_fast::info_nce_triton_forward", mutates_args=())
-    def info_nce_triton_forward(
-        z: torch.Tensor, temperature: torch.Tensor, normalize: bool, positives_logsumexp: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _triton_kernels.forward(z, temperature, normalize, positives_logsumexp)
+def _triton_backward(
+    grad_loss: torch.Tensor,
+    z: torch.Tensor,
+    temperature: torch.Tensor,
+    lse: torch.Tensor,
+    positive: torch.Tensor,
+    normalize: bool,
+    positives_logsumexp: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from simvae_fast.kernels import info_nce as kernels
 
-    @torch.library.custom_op("simvae_fast::info_nce_triton_backward", mutates_args=())
-    def info_nce_triton_backward(
-        grad_loss: torch.Tensor,
-        z: torch.Tensor,
-        temperature: torch.Tensor,
-        lse: torch.Tensor,
-        positive: torch.Tensor,
-        normalize: bool,
-        positives_logsumexp: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return _triton_kernels.backward(grad_loss, z, temperature, lse, positive, normalize, positives_logsumexp)
+    return kernels.backward(grad_loss, z, temperature, lse, positive, normalize, positives_logsumexp)
 
-    info_nce_triton_forward.register_fake(_fake_forward)
-    info_nce_triton_backward.register_fake(_fake_backward)
-    _register_autograd(info_nce_triton_forward, info_nce_triton_backward)
-    FORWARD["triton"] = torch.ops.simvae_fast.info_nce_triton_forward
+
+FORWARD, info_nce_triton_forward, info_nce_triton_backward = registry.register(
+    "info_nce", fake_forward=_fake_forward, fake_backward=_fake_backward, setup_context=_setup_context,
+    make_backward=_make_backward, triton_forward=_triton_forward, triton_backward=_triton_backward)
 
 
 def info_nce(z, temperature, normalize, positives, reduction, *, backend):

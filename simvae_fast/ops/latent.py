@@ -1,9 +1,9 @@
-"""Custom ops of the fused latent op, with fake (meta) kernels and autograd.
+"""Custom ops of the fused latent op, with fake (meta) kernels and autograd, registered by ops/registry.py.
 
 simvae_fast::latent_forward / latent_backward: the C++ extension's ops (CPU kernels in csrc/latent_cpu.cpp,
 CUDA kernels in csrc/cuda/); simvae_fast::latent_triton_forward / latent_triton_backward: the Triton
-launchers of simvae_fast.kernels.latent wrapped with torch.library.custom_op. Both pairs take
-(mu, logvar, eps or None, seed, offset, sigma2, prior) and return (z, log_prior, entropy).
+launchers of simvae_fast.kernels.latent. Both pairs take (mu, logvar, eps or None, seed, offset, sigma2, prior)
+and return (z, log_prior, entropy).
 
 Backward: neither stores ε. It saves μ and logvar (and eps when given, which the caller holds anyway), and
   - for float32/float64 inputs also the output z (which the decoder keeps alive anyway), passed to the
@@ -20,9 +20,7 @@ from typing import Optional
 import torch
 
 from simvae_fast._dtypes import accumulation_dtype
-from simvae_fast.backends import backends
-
-_EXTENSION_USABLE = backends()["cpu"].usable  # the C++ extension imported (it defines the schemas)
+from simvae_fast.ops import registry
 
 
 def _fake_forward(mu, logvar, eps, seed, offset, sigma2, prior):
@@ -69,25 +67,7 @@ def _make_backward(backward_op):
     return backward
 
 
-# --- C++ extension (CPU and CUDA dispatch keys) ---
-if _EXTENSION_USABLE:
-    torch.library.register_fake("simvae_fast::latent_forward")(_fake_forward)
-    torch.library.register_fake("simvae_fast::latent_backward")(_fake_backward)
-    torch.library.register_autograd(
-        "simvae_fast::latent_forward",
-        _make_backward(torch.ops.simvae_fast.latent_backward),
-        setup_context=_setup_context,
-    )
-
-
-def latent_extension(mu, logvar, eps, seed, offset, sigma2, prior):
-    """The "cpu" and "cuda" backends: the extension's op, dispatched on the tensors' device."""
-    return torch.ops.simvae_fast.latent_forward(mu, logvar, eps, 0 if seed is None else seed, offset, sigma2, prior)
-
-
-# --- Triton ---
-@torch.library.custom_op("simvae_fast::latent_triton_forward", mutates_args=())
-def latent_triton_forward(
+def _triton_forward(
     mu: torch.Tensor, logvar: torch.Tensor, eps: Optional[torch.Tensor], seed: int, offset: int, sigma2: float,
     prior: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,8 +76,7 @@ def latent_triton_forward(
     return latent_forward(mu, logvar, eps, seed, offset, sigma2, prior)
 
 
-@torch.library.custom_op("simvae_fast::latent_triton_backward", mutates_args=())
-def latent_triton_backward(
+def _triton_backward(
     grad_z: torch.Tensor, grad_log_prior: torch.Tensor, grad_entropy: torch.Tensor, mu: torch.Tensor,
     logvar: torch.Tensor, eps: Optional[torch.Tensor], z: Optional[torch.Tensor], seed: int, offset: int,
     sigma2: float, prior: str,
@@ -107,11 +86,11 @@ def latent_triton_backward(
     return latent_backward(grad_z, grad_log_prior, grad_entropy, mu, logvar, eps, z, seed, offset, sigma2, prior)
 
 
-latent_triton_forward.register_fake(_fake_forward)
-latent_triton_backward.register_fake(_fake_backward)
-latent_triton_forward.register_autograd(_make_backward(latent_triton_backward), setup_context=_setup_context)
+FORWARD, latent_triton_forward, latent_triton_backward = registry.register(
+    "latent", fake_forward=_fake_forward, fake_backward=_fake_backward, setup_context=_setup_context,
+    make_backward=_make_backward, triton_forward=_triton_forward, triton_backward=_triton_backward)
 
 
-def latent_triton(mu, logvar, eps, seed, offset, sigma2, prior):
-    """The "triton" backend."""
-    return latent_triton_forward(mu, logvar, eps, 0 if seed is None else seed, offset, sigma2, prior)
+def latent(mu, logvar, eps, seed, offset, sigma2, prior, *, backend):
+    """The fused latent op of `backend` ("cpu", "cuda" or "triton"); arguments validated by the caller."""
+    return FORWARD[backend](mu, logvar, eps, 0 if seed is None else seed, offset, sigma2, prior)

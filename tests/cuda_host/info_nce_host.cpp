@@ -19,7 +19,7 @@
 #include "cuda/info_nce_rows.cuh"
 #include "cuda/info_nce_tiles.cuh"
 
-using namespace simvae_fast::tiles;
+using namespace simvae::tiles;
 
 namespace {
 
