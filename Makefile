@@ -3,6 +3,11 @@
 # make demo: set up and run the main job.
 # make reproduce: SimVAE vs VAE vs SimCLR on FashionMNIST and MNIST, 3 seeds, content and style (70 min on
 #            2 cores); writes benchmarks/results/reproduction.{md,png} and reproduction_runs.csv.
+# make kernel-check: compile every Triton kernel the launchers launch and every csrc/cuda/*.cu for sm_90 (no GPU
+#            needed), read their SASS, write benchmarks/results/sass.md; fails on spills, > 227 KB of shared
+#            memory, or a half-precision InfoNCE matrix product without tensor cores (benchmarks/kernel_check.py).
+# make gpu-check: the short run on the GPU machine (benchmarks/gpu_check.sh); GPU_CHECK_ARGS=--dry-run walks it
+#            on the CPU with tiny shapes (tests/test_gpu_check.py does that in `make test`).
 # TORCH=torch==2.14.1 selects the CUDA build of torch (then the CUDA kernels are built too).
 VENV    ?= .venv
 TORCH   ?= torch==2.13.0
@@ -11,7 +16,7 @@ PIP     := $(PY) -m pip
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*) setup.py pyproject.toml
 
-.PHONY: test demo reproduce bench setup nvcc-check sanitize clean
+.PHONY: test demo reproduce bench setup nvcc-check kernel-check gpu-check sanitize clean
 
 $(VENV)/.deps: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +39,13 @@ nvcc-check:
 
 test: setup nvcc-check
 	TRITON_INTERPRET=1 $(VENV)/bin/pytest tests -q -p no:cacheprovider
+
+kernel-check: setup
+	NVCC="$(NVCC)" $(PY) benchmarks/kernel_check.py $(KERNEL_CHECK_ARGS)
+
+# On the GPU machine there is no venv (its python has torch and triton): PYTHON=python3 make gpu-check works too.
+gpu-check:
+	PYTHON="$(if $(wildcard $(PY)),$(CURDIR)/$(PY),python3)" bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
 
 # The C++ CPU kernels built with AddressSanitizer + UndefinedBehaviorSanitizer into build/asan (beside, not over,
 # the normal build), then the CPU-backend tests run against that copy; any sanitizer report fails the run.

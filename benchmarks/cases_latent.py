@@ -6,6 +6,9 @@ backend of simvae_latent. Two noise variants per shape:
   eps=inside the kernels make ε from a seed (Philox, in-kernel); the reference draws it with torch.randn_like.
 Each closure returns the three outputs (z, log_prior, entropy) with fixed random upstream gradients for them,
 so the backward is the op's own backward, as in a model where the decoder consumes z.
+Nominal bytes of n = G*J*D elements (the least a fused op moves): the forward reads mu, logvar (and eps when
+given) and writes z, 3n (4n) values; the backward reads dz, mu, logvar (and eps) and writes dmu, dlogvar,
+5n (6n) values; per-group outputs are negligible. No FLOPs: the op is bound by memory (or launches).
 """
 import torch
 
@@ -46,8 +49,22 @@ def _make(shape, eps_given):
     return make
 
 
+VALUES_PER_ELEMENT = {"forward": 3, "backward": 5, "full": 8}
+
+
+def _work(shape, eps_given):
+    n = shape[0] * shape[1] * shape[2]
+
+    def work(mode, dtype):
+        values = VALUES_PER_ELEMENT[mode] + eps_given * (2 if mode == "full" else 1)
+        return 0, values * n * torch.empty((), dtype=dtype).element_size()
+
+    return work
+
+
 CASES = [
-    Case("latent", "G={},J={},D={},eps={}".format(*shape, "given" if eps_given else "inside"), _make(shape, eps_given))
+    Case("latent", "G={},J={},D={},eps={}".format(*shape, "given" if eps_given else "inside"), _make(shape, eps_given),
+         work=_work(shape, eps_given))
     for shape in SHAPES
     for eps_given in (True, False)
 ]

@@ -2,7 +2,10 @@
 
 A Case builds its inputs for a provider and returns a closure that runs the forward and returns a scalar loss.
 Times are medians with 20th/80th percentiles over `rep` runs after `warmup` runs (CUDA events on a GPU,
-perf_counter on CPU). Rows go to a CSV keyed by op, provider, mode, shape, dtype, device, version and date.
+perf_counter on CPU). A case may state its work per mode, (FLOPs, bytes) = work(mode, dtype): each row then
+carries the achieved TFLOP/s and GB/s at its median time (nominal work: the same for every provider).
+Rows go to a CSV keyed by op, provider, mode, shape, dtype, device, version and date; appending to an existing
+CSV keeps that file's columns.
 """
 import csv
 import datetime
@@ -13,7 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -27,7 +30,7 @@ PROVIDERS = ("reference", "compile") + KERNEL_PROVIDERS
 MODES = ("forward", "backward", "full")
 IMPLEMENTATIONS = {"info_nce": contrastive.IMPLEMENTATIONS, "latent": latent.IMPLEMENTATIONS}
 FIELDS = ("op", "provider", "mode", "shape", "dtype", "device", "median_ms", "p20_ms", "p80_ms", "peak_mb",
-          "speedup_vs_reference", "version", "torch", "date", "machine", "command")
+          "speedup_vs_reference", "version", "torch", "date", "machine", "command", "tflops", "gbps")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Case:
     shape: str
     make: Callable  # (provider, device, dtype) -> closure() -> a scalar loss, or (outputs, upstream gradients)
     providers: tuple = PROVIDERS
+    work: Optional[Callable] = None  # (mode, dtype) -> (FLOPs, bytes moved), nominal
 
 
 def runs_on(op, provider, device):
@@ -115,7 +119,11 @@ def measure(case, provider, device, dtype, modes=MODES, warmup=3, rep=20):
     _, peak = peak_memory_bytes(full, device)
     for row in rows:
         row.update(op=case.op, provider=provider, shape=case.shape, dtype=str(dtype).removeprefix("torch."),
-                   device=device.type, peak_mb=peak / 2**20)
+                   device=device.type, peak_mb=peak / 2**20, tflops="", gbps="")
+        if case.work is not None:
+            flops, moved = case.work(row["mode"], dtype)
+            seconds = row["median_ms"] / 1e3
+            row.update(tflops=flops / seconds / 1e12 if flops else "", gbps=moved / seconds / 1e9 if moved else "")
     return rows
 
 
@@ -153,10 +161,13 @@ def stamp(rows, device):
 
 
 def append_csv(path, rows):
+    """Appends rows under the file's own header (a CSV from before a column was added keeps its columns);
+    a new file gets FIELDS."""
     new = not os.path.exists(path) or os.path.getsize(path) == 0
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fields = FIELDS if new else next(csv.reader(open(path, newline="")))
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerows(rows)

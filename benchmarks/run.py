@@ -1,12 +1,14 @@
 """Run benchmark cases, print a table with speedups measured in the same run, append rows to a CSV, plot.
 
     python benchmarks/run.py --op info_nce --device cpu --shapes N=1024 N=4096 --plot
+
+Each provider's rows are appended to the CSV as soon as they are measured (a run cut short keeps what it
+measured); speedup_vs_reference needs the reference measured first in the same run (it is first by default).
 """
 import argparse
 import os
 
 import torch
-from tqdm import tqdm
 
 import harness
 from cases import CASES
@@ -54,12 +56,15 @@ def print_table(rows):
 def main():
     args = parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    rows = []
-    for case, provider in tqdm(list(selected(args)), desc="benchmarks", unit="case"):
-        rows += harness.measure(case, provider, device, dtype, args.modes, args.warmup, args.rep)
-    harness.stamp(harness.add_speedups(rows), device)
+    rows, todo = [], list(selected(args))
+    for i, (case, provider) in enumerate(todo, 1):
+        new = harness.measure(case, provider, device, dtype, args.modes, args.warmup, args.rep)
+        rows += new
+        harness.stamp(harness.add_speedups(rows), device)
+        harness.append_csv(args.csv, new)
+        print(f"[{i}/{len(todo)}] {case.op} {case.shape} {provider}: "
+              + ", ".join(f"{r['mode']} {r['median_ms']:.3f} ms" for r in new), flush=True)
     print_table(rows)
-    harness.append_csv(args.csv, rows)
     print(f"\nappended {len(rows)} rows to {args.csv}")
     if args.plot is not None:
         png = args.plot or os.path.splitext(args.csv)[0] + ".png"

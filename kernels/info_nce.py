@@ -66,7 +66,7 @@ INTERPRET_BIG_N = 2048
 FINISH_TILE = 2048  # elements per program of backward_finish_kernel
 
 
-def _config(n, D, dtype, precision):
+def _config(n, D, dtype, precision, symmetric=True):
     """Tile sizes for rows of D (a multiple of 16, _rows), dtype and fp32 precision. B: rows per block (the tile
     is B x B); L: tiles per program; ONE_CHUNK (D a power of two <= MAX_ONE_CHUNK): whole rows per tile,
     BLOCK_D = BLOCK_DV = D; else the product loops over D in BLOCK_D chunks (a power of two dividing D: no
@@ -76,20 +76,29 @@ def _config(n, D, dtype, precision):
     D = 128 in the forward and D = 32 in the backward, else 8; fp32 B = 32 (the TF32 backward at B = 64 spills
     200 B at D = 128), 8 warps, and exact fp32 (FFMA: both operands in registers) in 16-wide D chunks, 4
     backward warps up to D = 64. The backward runs 2 pipeline stages (3 spilled the deterministic schedule).
+    Two backward cases spill at those sizes (benchmarks/kernel_check.py, which compiles the deterministic schedule
+    and TF32 too): the deterministic (symmetric=False) half-precision backward with whole rows (D <= 128: 255
+    registers, 8-64 B of stack at B = 64) takes B = 32 with L = 16 (same rows per program, 90-120 registers), and
+    the TF32 backward at D > 128 takes BLOCK_DV = 64 (BLOCK_DV = 128 at D = 256: 8 B of stack; 64: 172 registers,
+    the tile recomputed per 64 output dims instead of 128).
     Interpreting: one config, L = 2 so that small test sizes cross chunk boundaries, and B = 256 above
     INTERPRET_BIG_N rows (the interpreter pays per program and per operation, not per element)."""
     exact32 = dtype == torch.float32 and precision == "ieee"
     one_chunk = D <= MAX_ONE_CHUNK and D & (D - 1) == 0 and not exact32
     block_d = D if one_chunk else min(16 if exact32 else 64, D & -D)
-    block_dv = D if one_chunk else min(128, triton.next_power_of_2(D))
+    tf32 = dtype == torch.float32 and not exact32
+    block_dv = D if one_chunk else min(64 if tf32 else 128, triton.next_power_of_2(D))
     half = dtype in (torch.float16, torch.bfloat16)
     B = 64 if half or dtype == torch.float64 else 32
     if interpreting():
         B = 256 if n > INTERPRET_BIG_N else B
         return dict(B=B, L=2, BLOCK_D=block_d, BLOCK_DV=block_dv, ONE_CHUNK=one_chunk, warps_fwd=4, warps_bwd=4)
+    L = 8
+    if half and one_chunk and not symmetric:
+        B, L = 32, 16
     warps_fwd = 4 if half and D <= 128 else 8
     warps_bwd = 4 if (half and D <= 32) or (exact32 and D <= 64) else 8
-    return dict(B=B, L=8, BLOCK_D=block_d, BLOCK_DV=block_dv, ONE_CHUNK=one_chunk, warps_fwd=warps_fwd,
+    return dict(B=B, L=L, BLOCK_D=block_d, BLOCK_DV=block_dv, ONE_CHUNK=one_chunk, warps_fwd=warps_fwd,
                 warps_bwd=warps_bwd)
 
 
@@ -180,7 +189,7 @@ def backward(grad_loss, z, temperature, lse, pos, normalize, positives_logsumexp
     with device_guard(z):
         zr = _rows(z)
         D16 = zr.shape[1]
-        cfg = _config(n, D16, z.dtype, _precision(z.dtype))
+        cfg = _config(n, D16, z.dtype, _precision(z.dtype), symmetric)
         B, L = cfg["B"], cfg["L"]
         T = triton.cdiv(n, B)
         C = triton.cdiv(T, L)

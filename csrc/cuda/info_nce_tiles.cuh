@@ -137,6 +137,9 @@ struct TileSmem {
   SIMVAE_HD static constexpr uint32_t row_stat(int q, int row) { return kRowStats + (q * kBlockRows + row) * 4; }
   static constexpr uint32_t kBytes = kRowStats + 3 * kBlockRows * 4;
   static_assert(kBytes == kFixedBytes + kZkBuffers * (kTileBytes + kStatBytes), "layout");
+  // __launch_bounds__(128, 2) of the tile kernels: two blocks' dynamic shared memory fit on one SM (this also
+  // holds each block under the 227 KB per-block limit).
+  static_assert(2 * (kBytes + kSmemReservedPerBlock) <= kSmemPerSm, "two resident blocks per SM");
 };
 
 struct TileProblem {
