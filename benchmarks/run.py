@@ -24,7 +24,7 @@ def parse_args():
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
     p.add_argument("--providers", nargs="+", choices=harness.PROVIDERS, default=list(harness.PROVIDERS))
     p.add_argument("--modes", nargs="+", choices=harness.MODES, default=list(harness.MODES))
-    p.add_argument("--shapes", nargs="+", default=None, help="keep cases whose shape label contains one of these")
+    p.add_argument("--shapes", nargs="+", default=None, help="keep cases whose shape label contains one of these ('...$': ends with it)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rep", type=int, default=10)
     p.add_argument("--csv", default=os.path.join(RESULTS, "results.csv"), help="CSV to append rows to")
@@ -33,11 +33,15 @@ def parse_args():
     return p.parse_args()
 
 
+def _matches(label, pattern):
+    return label.endswith(pattern[:-1]) if pattern.endswith("$") else pattern in label
+
+
 def selected(args):
     device = torch.device(args.device)
     for op in args.op:
         for case in CASES[op]:
-            if args.shapes and not any(s in case.shape for s in args.shapes):
+            if args.shapes and not any(_matches(case.shape, s) for s in args.shapes):
                 continue
             for provider in case.providers:
                 if provider in args.providers and harness.runs_on(op, provider, device):

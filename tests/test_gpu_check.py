@@ -70,3 +70,16 @@ def test_failed_and_skipped_phases_still_summarised(tmp_path):
 def test_bad_argument(tmp_path):
     done = run(tmp_path, "--bogus")
     assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_gpu_run_benchmarks_one_info_nce_case():
+    """The GPU run's InfoNCE shape pattern ('...$': the label ends there) picks the J = 2 normalized case at
+    N = 8192 only (one torch.compile build in the bf16 phase, as its estimate assumes), not J = 4 or
+    normalize=False."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import run
+
+    pattern = re.search(r"DEVICE=cuda; NCE_SHAPE='([^']+)'", open(SCRIPT).read()).group(1)
+    labels = [case.shape for case in run.CASES["info_nce"]]
+    assert [label for label in labels if run._matches(label, pattern)] == ["N=8192,D=128,J=2"]
+    assert sum(run._matches(label, "N=8192,") for label in labels) == 3  # without '$': a substring, as before

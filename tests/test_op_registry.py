@@ -76,3 +76,26 @@ def test_every_backend_of_both_ops_is_registered_with_the_same_schema_form():
             extension = getattr(torch.ops.simvae_fast, f"{op}_forward").default._schema
             assert [str(a.type) for a in triton.arguments] == [str(a.type) for a in extension.arguments]
             assert [str(r.type) for r in triton.returns] == [str(r.type) for r in extension.returns]
+
+
+def test_an_extension_without_an_ops_schemas_narrows_that_op(monkeypatch):
+    """A simvae_fast._C built from older sources (here: an op name it never defined) leaves the package
+    importable: register() records why the extension backends cannot run that op instead of raising
+    "operator ... does not exist" at import. Fails with the schema check removed from register(): checked."""
+    if not simvae_fast.backends()["cpu"].usable:
+        pytest.skip("C++ extension not built")
+    assert registry._has_schemas("latent") and registry._has_schemas("info_nce")
+    assert not registry._has_schemas("no_such_op")
+    monkeypatch.setattr(backends_module, "_OP_AVAILABILITY", {})
+    fake = lambda z: z.clone()  # noqa: E731
+    forward, _, _ = registry.register("no_such_op", fake_forward=fake, fake_backward=fake,
+                                      setup_context=lambda ctx, inputs, output: None,
+                                      make_backward=lambda backward: (lambda ctx, grad: grad),
+                                      triton_forward=_triton_identity, triton_backward=_triton_identity)
+    assert list(forward) == ["triton"]
+    with pytest.raises(RuntimeError, match="has no schema of simvae_fast::no_such_op_forward .*rebuild it"):
+        backends_module.resolve_backend("cpu", torch.device("cpu"), op="no_such_op")
+
+
+def _triton_identity(z: torch.Tensor) -> torch.Tensor:
+    return z.clone()

@@ -14,6 +14,7 @@ import, which torch.compile reads without tracing a probe) and raises one error 
 """
 import torch
 
+from simvae_fast._extension import REBUILD
 from simvae_fast.backends import backends, record_missing_kernel
 
 DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}  # the extension's backends
@@ -28,12 +29,27 @@ def _missing_kernel(op, backend):
     return None
 
 
+def _has_schemas(op):
+    """Whether the loaded simvae_fast._C defines OP's schemas (a build from older sources may not: then the
+    extension backends say so, and the rest of the package still imports)."""
+    try:
+        for half in ("forward", "backward"):
+            getattr(torch.ops.simvae_fast, f"{op}_{half}")
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
 def register(op, *, fake_forward, fake_backward, setup_context, make_backward, triton_forward, triton_backward):
     """Registers op OP's backends. make_backward(backward_op) is the autograd rule calling that backend's
     backward op; triton_forward / triton_backward are the annotated Python launchers. Returns
     ({backend: forward op} for the backends that have one, triton forward op, triton backward op)."""
     forward = {}
-    if backends()["cpu"].usable:  # simvae_fast._C loaded: the schemas exist
+    if backends()["cpu"].usable and not _has_schemas(op):
+        for backend in DISPATCH_KEYS:
+            record_missing_kernel(op, backend, f"the loaded simvae_fast._C has no schema of simvae_fast::{op}_forward "
+                                               f"(built from older sources): rebuild it, {REBUILD}")
+    elif backends()["cpu"].usable:  # simvae_fast._C loaded: the schemas exist
         torch.library.register_fake(f"simvae_fast::{op}_forward")(fake_forward)
         torch.library.register_fake(f"simvae_fast::{op}_backward")(fake_backward)
         extension_backward = getattr(torch.ops.simvae_fast, f"{op}_backward")
@@ -41,10 +57,10 @@ def register(op, *, fake_forward, fake_backward, setup_context, make_backward, t
                                         setup_context=setup_context)
         for backend in DISPATCH_KEYS:
             forward[backend] = getattr(torch.ops.simvae_fast, f"{op}_forward")
-    for backend in DISPATCH_KEYS:
-        missing = _missing_kernel(op, backend)
-        if missing:
-            record_missing_kernel(op, backend, missing)
+        for backend in DISPATCH_KEYS:
+            missing = _missing_kernel(op, backend)
+            if missing:
+                record_missing_kernel(op, backend, missing)
 
     triton_fwd = torch.library.custom_op(f"simvae_fast::{op}_triton_forward", triton_forward, mutates_args=())
     triton_bwd = torch.library.custom_op(f"simvae_fast::{op}_triton_backward", triton_backward, mutates_args=())
