@@ -53,7 +53,7 @@ def fits(make, provider, device, dtype):
 def largest_n(provider, device, start, limit, dim=128):
     """The largest N = start * 2^k <= limit whose forward+backward fits, or 0."""
     best, n = 0, start
-    while n <= limit and fits(info_nce_case(n, dim), provider, device, torch.bfloat16):
+    while n <= limit and fits(info_nce_case(n, dim, 2, True), provider, device, torch.bfloat16):  # J = 2, normalized
         best, n = n, 2 * n
     return best
 
