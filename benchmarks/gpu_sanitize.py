@@ -19,7 +19,7 @@ from simvae_fast.backends import backends
 
 INFO_NCE_SHAPES = [(3, 2, 17), (9, 3, 129), (65, 2, 10)]  # (G, J, D)
 LATENT_SHAPES = [(1, 2, 1), (5, 3, 129), (33, 2, 257)]
-TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2}  # bf16: 2^-8 rounding of each output, seen <= 3e-3
 
 
 def relative_error(actual, expected):
@@ -27,8 +27,15 @@ def relative_error(actual, expected):
     return (torch.linalg.vector_norm(a - e) / torch.linalg.vector_norm(e).clamp_min(1e-30)).item()
 
 
+def rounded(t, dtype):
+    """t as the kernel sees it (rounded to dtype), back in float64: the reference then runs on the same inputs, so
+    a half-precision error is the kernel's own and not the inputs' rounding, which a tiny group with nearly
+    cancelling terms amplifies (bf16 latent at (1, 2, 1): dmu off by 7% against unrounded inputs)."""
+    return t.to(dtype).double()
+
+
 def info_nce_errors(backend, device, dtype, shape):
-    z = torch.randn(shape, dtype=torch.float64)
+    z = rounded(torch.randn(shape, dtype=torch.float64), dtype)
     ours = z.to(device, dtype).requires_grad_()
     exact = z.clone().requires_grad_()
     loss = simvae_fast.info_nce(ours, temperature=0.3, backend=backend)
@@ -39,8 +46,7 @@ def info_nce_errors(backend, device, dtype, shape):
 
 
 def latent_errors(backend, device, dtype, shape):
-    mu, logvar, eps = torch.randn(shape, dtype=torch.float64), 0.3 * torch.randn(shape, dtype=torch.float64), \
-        torch.randn(shape, dtype=torch.float64)
+    mu, logvar, eps = (rounded(scale * torch.randn(shape, dtype=torch.float64), dtype) for scale in (1.0, 0.3, 1.0))
     ours = [t.to(device, dtype).requires_grad_() for t in (mu, logvar)]
     exact = [t.clone().requires_grad_() for t in (mu, logvar)]
     out = simvae_fast.simvae_latent(*ours, eps=eps.to(device, dtype), backend=backend)
