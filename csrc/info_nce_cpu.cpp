@@ -267,7 +267,6 @@ SIMVAE_SIMD_CLONES acc_t logit_sum_exp(const acc_t* S, acc_t scale, acc_t shift,
 template <typename acc_t>
 SIMVAE_SIMD_CLONES void column_sum_exp(const acc_t* S, acc_t scale, const acc_t* col_max, int64_t k0, int64_t k1,
                                       acc_t* col_sum) {
-  using V = typename Simd<acc_t>::type;
   constexpr int64_t L = Simd<acc_t>::lanes;
   for (int64_t k = k0; k < k1; k += L) {
     const int64_t n = std::min(L, k1 - k);
