@@ -22,6 +22,6 @@ def test_auto_order_on_cuda(monkeypatch, op, first, second):
 
 @pytest.mark.parametrize("op", ["info_nce", "latent"])
 def test_auto_on_cpu_is_the_extension(op):
-    if not registry._availability("cpu").usable:
-        pytest.skip("C++ extension not built")
+    cpu = registry._availability("cpu")
+    assert cpu.usable, f"the C++ extension must be built for the tests (make test builds it): {cpu.reason}"
     assert registry.resolve_backend("auto", torch.device("cpu"), ALL, op=op) == "cpu"

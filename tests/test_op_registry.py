@@ -40,15 +40,14 @@ def test_an_unusable_backend_is_the_same_error_for_both_ops():
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
     if torch.cuda.is_available():
-        pytest.skip("triton is usable on this machine's GPU")
+        pytest.skip("a CUDA GPU is present: triton is usable there, so no backend is unusable to test")
     expected = f"RuntimeError backend: 'triton' is not usable here: {lines['reason']}"
     assert lines["latent"] == lines["info_nce"] == expected
 
 
 def test_a_build_without_an_ops_kernel_narrows_that_op_only(monkeypatch):
     """The cpu backend loses InfoNCE when the build registered no CPU kernel of it; the latent op keeps it."""
-    if not simvae_fast.backends()["cpu"].usable:
-        pytest.skip("C++ extension not built")
+    _require_extension()
     has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
     monkeypatch.setattr(torch._C, "_dispatch_has_kernel_for_dispatch_key",
                         lambda name, key: name != "simvae_fast::info_nce_forward" and has_kernel(name, key))
@@ -69,21 +68,20 @@ def test_a_build_without_an_ops_kernel_narrows_that_op_only(monkeypatch):
 
 def test_every_backend_of_both_ops_is_registered_with_the_same_schema_form():
     """The Triton pair and the extension pair of each op take the same arguments (one autograd formula)."""
+    _require_extension()
     for op in ("latent", "info_nce"):
         triton = getattr(torch.ops.simvae_fast, f"{op}_triton_forward").default._schema
         assert [a.name for a in triton.arguments]
-        if simvae_fast.backends()["cpu"].usable:
-            extension = getattr(torch.ops.simvae_fast, f"{op}_forward").default._schema
-            assert [str(a.type) for a in triton.arguments] == [str(a.type) for a in extension.arguments]
-            assert [str(r.type) for r in triton.returns] == [str(r.type) for r in extension.returns]
+        extension = getattr(torch.ops.simvae_fast, f"{op}_forward").default._schema
+        assert [str(a.type) for a in triton.arguments] == [str(a.type) for a in extension.arguments]
+        assert [str(r.type) for r in triton.returns] == [str(r.type) for r in extension.returns]
 
 
 def test_an_extension_without_an_ops_schemas_narrows_that_op(monkeypatch):
     """A simvae_fast._C built from older sources (here: an op name it never defined) leaves the package
     importable: register() records why the extension backends cannot run that op instead of raising
     "operator ... does not exist" at import. Fails with the schema check removed from register(): checked."""
-    if not simvae_fast.backends()["cpu"].usable:
-        pytest.skip("C++ extension not built")
+    _require_extension()
     assert registry._has_schemas("latent") and registry._has_schemas("info_nce")
     assert not registry._has_schemas("no_such_op")
     monkeypatch.setattr(backends_module, "_OP_AVAILABILITY", {})
@@ -99,3 +97,9 @@ def test_an_extension_without_an_ops_schemas_narrows_that_op(monkeypatch):
 
 def _triton_identity(z: torch.Tensor) -> torch.Tensor:
     return z.clone()
+
+
+def _require_extension():
+    """The suite runs against a built extension (make test builds it): a missing one fails, never skips."""
+    cpu = simvae_fast.backends()["cpu"]
+    assert cpu.usable, f"the C++ extension must be built for the tests: {cpu.reason}"
